@@ -1,0 +1,1 @@
+"""Orchestration: the `distillm-bench` CLI, benchmarks and leaderboards."""

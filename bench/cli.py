@@ -1,0 +1,63 @@
+"""The `distillm-bench` console script.
+
+Each subcommand lives in its own module, which exposes ``register(subparsers)``; that function adds its
+parser and sets ``func`` (called with the parsed namespace, returns an exit code). Modules are imported
+lazily by name so that ``distillm-bench --help`` stays fast and a broken optional command cannot hide the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+# One line per subcommand module. Adding a command = one module + one line here.
+COMMAND_MODULES = [
+    "bench.cmd_generate",  # generate: completions from any model source (HF or vLLM backend)
+    "bench.cmd_models",  # models: prepare/inspect model sources (GGUF cache, pruned students)
+]
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="distillm-bench",
+        description="LLM knowledge-distillation benchmark: train (DistiLLM, DistiLLM-2, baselines), evaluate, tabulate.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def split_config_args(config: str | None, overrides: list[str]) -> tuple[str | None, list[str]]:
+    """``cmd [CONFIG.yaml] [key=value ...]``: a first positional with '=' and no YAML suffix is an override."""
+    if config is not None and "=" in config and not config.endswith((".yaml", ".yml")):
+        return None, [config, *overrides]
+    return config, list(overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if hasattr(args, "config") and hasattr(args, "overrides"):
+        args.config, args.overrides = split_config_args(args.config, args.overrides)
+    try:
+        return int(args.func(args) or 0)
+    except (CLIError, ValueError, FileNotFoundError) as err:
+        # Bad input (config typo, missing file, tokenizer mismatch, empty data ...) is one line, exit 2.
+        # ConfigError, ModelSourceError and TokenizerMismatchError are ValueErrors.
+        if os.environ.get("DISTILLM_DEBUG"):
+            raise
+        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"distillm-bench {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

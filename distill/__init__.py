@@ -1,0 +1,1 @@
+"""Distillation trainer: configs, models, losses, generation and the training loop."""

@@ -1,0 +1,292 @@
+"""Generation backends behind one interface: ``generate(prompts, sampling) -> completions``.
+
+* :class:`HFGenerator` (default, CPU or GPU): batched ``model.generate`` with left padding and the KV cache.
+  Sampling uses an inverse-CDF logits processor with one random stream per (prompt, sample): the output for a
+  prompt depends only on the seed, the prompt and the sample index, never on the batch it landed in. This makes
+  runs deterministic under a seed and batched output equal to unbatched output (greedy and sampled, up to
+  floating-point ties). On CPU it is also 2.2x faster than HF's ``torch.multinomial`` path (sizing.md §2).
+* :class:`VLLMGenerator` (GPU, the ``vllm`` extra): imported lazily. Its request building is a pure function,
+  :func:`build_vllm_requests`, unit-tested on CPU.
+
+Prompts are strings (one user turn) or chat message lists. The tokenizer's chat template is applied where it
+has one and ``chat`` is on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import torch
+
+from distill.config import require
+
+Prompt = str | list[dict[str, str]]
+
+
+@dataclass
+class SamplingParams:
+    """Decoding settings shared by every backend (and usable as a config section)."""
+
+    temperature: float = field(default=0.0, metadata={"help": "0 means greedy", "min": 0.0})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus mass", "min": 0.0, "exclusive_min": True, "max": 1.0})
+    top_k: int = field(default=0, metadata={"help": "0 disables top-k", "min": 0})
+    max_new_tokens: int = field(default=128, metadata={"help": "new tokens per completion", "min": 1})
+    stop: list[str] = field(default_factory=list, metadata={"help": "stop strings (excluded from the text)"})
+    seed: int = field(default=0, metadata={"help": "sampling seed", "min": 0})
+    n: int = field(default=1, metadata={"help": "samples per prompt", "min": 1})
+    no_repeat_ngram_size: int = field(default=0, metadata={"help": "DistiLLM eval uses 6; HF backend only", "min": 0})
+
+    def __post_init__(self) -> None:
+        require(all(isinstance(s, str) and s for s in self.stop), f"stop strings must be non-empty: {self.stop!r}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@dataclass
+class Completion:
+    text: str
+    token_ids: list[int]
+    finish_reason: Literal["stop", "length"]
+
+
+class Generator(Protocol):
+    def generate(self, prompts: Sequence[Prompt], sampling: SamplingParams) -> list[list[Completion]]:
+        """One list of ``sampling.n`` completions per prompt, in prompt order."""
+        ...
+
+
+def render_prompt(tokenizer, prompt: Prompt, chat: bool = True) -> tuple[str, bool]:
+    """Text to feed the model, and whether it already contains the special tokens (chat template)."""
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if isinstance(prompt, list):
+        if not has_template:
+            raise ValueError("a chat-message prompt needs a tokenizer with a chat template")
+        return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True), True
+    if chat and has_template:
+        msgs = [{"role": "user", "content": prompt}]
+        return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True), True
+    return prompt, False
+
+
+def stream_seed(seed: int, prompt_text: str, sample_index: int) -> int:
+    """A 63-bit seed for one (prompt, sample) stream, independent of batching and order."""
+    digest = hashlib.sha256(f"{seed}\x00{sample_index}\x00{prompt_text}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def _filter_logits(scores: torch.Tensor, sampling: SamplingParams) -> torch.Tensor:
+    scores = scores.float() / sampling.temperature
+    if sampling.top_k > 0 and sampling.top_k < scores.shape[-1]:
+        kth = torch.topk(scores, sampling.top_k, dim=-1).values[..., -1:]
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    if sampling.top_p < 1.0:
+        sorted_scores, idx = torch.sort(scores, dim=-1, descending=True)
+        probs = torch.softmax(sorted_scores, dim=-1)
+        # drop a token when the mass before it already reaches top_p (always keeps the most likely token)
+        drop_sorted = (probs.cumsum(-1) - probs) >= sampling.top_p
+        scores = scores.masked_fill(torch.zeros_like(drop_sorted).scatter(-1, idx, drop_sorted), float("-inf"))
+    return scores
+
+
+class InverseCDFSampler:
+    """Logits processor that draws the next token itself and returns -inf everywhere else.
+
+    It runs under ``do_sample=False`` (HF then takes the argmax, i.e. our draw). Each row has its own
+    ``torch.Generator``, seeded per (prompt, sample), so draws do not depend on the batch composition.
+    """
+
+    def __init__(self, sampling: SamplingParams, row_seeds: list[int]):
+        self.sampling = sampling
+        self.generators = [torch.Generator().manual_seed(s) for s in row_seeds]
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        probs = torch.softmax(_filter_logits(scores, self.sampling), dim=-1)
+        cdf = probs.cumsum(-1)
+        # u in (0, total]: the first index with cdf >= u always has positive probability
+        r = torch.cat([torch.rand(1, generator=g) for g in self.generators]).unsqueeze(-1)
+        idx = torch.searchsorted(cdf, (1.0 - r) * cdf[:, -1:]).clamp_max(cdf.shape[-1] - 1)
+        return torch.full_like(scores, float("-inf")).scatter_(1, idx, 0.0)
+
+
+class StopOnStrings:
+    """Stopping criterion: a row is done once its generated text contains one of the stop strings."""
+
+    def __init__(self, tokenizer, stop: list[str], prompt_len: int):
+        self.tokenizer, self.stop, self.prompt_len = tokenizer, stop, prompt_len
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_len :], skip_special_tokens=True)
+        return torch.tensor([any(s in t for s in self.stop) for t in texts], dtype=torch.bool)
+
+
+def _truncate_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:
+    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+class HFGenerator:
+    """Batched HF ``generate`` with left padding and the KV cache."""
+
+    def __init__(self, model, tokenizer, batch_size: int = 16, chat: bool = True):
+        self.model, self.tokenizer, self.batch_size, self.chat = model, tokenizer, batch_size, chat
+        if tokenizer.pad_token_id is None:
+            raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token before generating")
+
+    def generate(self, prompts: Sequence[Prompt], sampling: SamplingParams) -> list[list[Completion]]:
+        from transformers import LogitsProcessorList, StoppingCriteriaList
+
+        rendered = [render_prompt(self.tokenizer, p, self.chat) for p in prompts]
+        rows = [(i, j) for i in range(len(prompts)) for j in range(sampling.n)]
+        # longest first so batches pad little; results are put back in prompt order
+        rows.sort(key=lambda r: -len(rendered[r[0]][0]))
+        out: list[list[Completion | None]] = [[None] * sampling.n for _ in prompts]
+        eos_ids = self._eos_ids()
+        for start in range(0, len(rows), self.batch_size):
+            chunk = rows[start : start + self.batch_size]
+            enc = self._encode([rendered[i] for i, _ in chunk])
+            prompt_len = enc["input_ids"].shape[1]
+            processors, stopping = LogitsProcessorList(), StoppingCriteriaList()
+            if not sampling.greedy:
+                seeds = [stream_seed(sampling.seed, rendered[i][0], j) for i, j in chunk]
+                processors.append(InverseCDFSampler(sampling, seeds))
+            if sampling.stop:
+                stopping.append(StopOnStrings(self.tokenizer, sampling.stop, prompt_len))
+            with torch.no_grad():
+                gen = self.model.generate(
+                    **enc,
+                    do_sample=False,
+                    max_new_tokens=sampling.max_new_tokens,
+                    no_repeat_ngram_size=sampling.no_repeat_ngram_size or None,
+                    logits_processor=processors,
+                    stopping_criteria=stopping,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                    eos_token_id=eos_ids,
+                    use_cache=True,
+                    temperature=None,
+                    top_p=None,
+                    top_k=None,
+                )
+            for (i, j), ids in zip(chunk, gen[:, prompt_len:].tolist(), strict=True):
+                out[i][j] = self._completion(ids, eos_ids, sampling)
+        return out  # type: ignore[return-value]
+
+    def _eos_ids(self) -> list[int]:
+        ids = self.model.generation_config.eos_token_id
+        ids = [ids] if isinstance(ids, int) else list(ids or [])
+        if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in ids:
+            ids.append(self.tokenizer.eos_token_id)
+        return ids
+
+    def _encode(self, texts: list[tuple[str, bool]]) -> dict[str, torch.Tensor]:
+        side = self.tokenizer.padding_side
+        self.tokenizer.padding_side = "left"
+        try:
+            enc = [self.tokenizer(t, add_special_tokens=not special)["input_ids"] for t, special in texts]
+        finally:
+            self.tokenizer.padding_side = side
+        width = max(len(e) for e in enc)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(e)) + e for e in enc], dtype=torch.long)
+        mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in enc], dtype=torch.long)
+        return {"input_ids": input_ids.to(self.model.device), "attention_mask": mask.to(self.model.device)}
+
+    def _completion(self, ids: list[int], eos_ids: list[int], sampling: SamplingParams) -> Completion:
+        finished = False
+        for k, tok in enumerate(ids):
+            if tok in eos_ids:
+                ids, finished = ids[: k + 1], True
+                break
+        # strip right padding left by rows that finished earlier than the batch
+        pad = self.tokenizer.pad_token_id
+        while ids and ids[-1] == pad and pad not in eos_ids:
+            ids = ids[:-1]
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        if sampling.stop:
+            text, hit = _truncate_at_stop(text, sampling.stop)
+            if hit:
+                ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+                finished = True
+        return Completion(text=text, token_ids=ids, finish_reason="stop" if finished else "length")
+
+
+# --------------------------------------------------------------------------------------------- vLLM
+
+
+def build_vllm_requests(rendered_prompts: Sequence[str], sampling: SamplingParams) -> list[tuple[str, dict[str, Any]]]:
+    """Pure request building for vLLM: one ``(prompt, SamplingParams kwargs)`` per prompt.
+
+    Each request gets its own seed (from :func:`stream_seed`), so results do not depend on batching.
+    ``no_repeat_ngram_size`` has no vLLM equivalent and is refused rather than silently dropped.
+    """
+    if sampling.no_repeat_ngram_size:
+        raise ValueError("no_repeat_ngram_size is not supported by the vllm backend; use backend=hf")
+    requests = []
+    for text in rendered_prompts:
+        kwargs: dict[str, Any] = {
+            "n": sampling.n,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "top_k": sampling.top_k if sampling.top_k > 0 else -1,
+            "max_tokens": sampling.max_new_tokens,
+            "stop": list(sampling.stop) or None,
+            "seed": stream_seed(sampling.seed, text, 0),
+            "skip_special_tokens": True,
+        }
+        requests.append((text, kwargs))
+    return requests
+
+
+class VLLMGenerator:
+    """vLLM engine over a model directory (GPU). ``vllm`` is imported only when this class is built."""
+
+    def __init__(self, model_dir: str, tokenizer, chat: bool = True, **engine_kwargs: Any):
+        try:
+            import vllm
+        except ImportError:
+            raise ImportError("backend=vllm needs the vllm extra: pip install 'distillm-bench[vllm]'") from None
+        self._vllm = vllm
+        self.tokenizer, self.chat = tokenizer, chat
+        engine_kwargs.setdefault("dtype", "bfloat16")
+        self.llm = vllm.LLM(model=model_dir, **engine_kwargs)
+
+    def generate(self, prompts: Sequence[Prompt], sampling: SamplingParams) -> list[list[Completion]]:
+        texts = [render_prompt(self.tokenizer, p, self.chat)[0] for p in prompts]
+        requests = build_vllm_requests(texts, sampling)
+        params = [self._vllm.SamplingParams(**kw) for _, kw in requests]
+        outputs = self.llm.generate([t for t, _ in requests], params, use_tqdm=False)
+        return [
+            [
+                Completion(
+                    text=o.text,
+                    token_ids=list(o.token_ids),
+                    finish_reason="length" if o.finish_reason == "length" else "stop",
+                )
+                for o in req.outputs
+            ]
+            for req in outputs
+        ]
+
+    def load_weights(self, model: torch.nn.Module) -> None:
+        """Sync trained (student) weights into the engine before a generation round."""
+        state = [(k, v.detach()) for k, v in model.state_dict().items()]
+        engine = self.llm.llm_engine
+        if hasattr(self.llm, "collective_rpc"):  # vLLM >= 0.8 (V1 engine)
+            self.llm.collective_rpc(lambda worker: worker.model_runner.model.load_weights(state))
+        else:  # V0 engine
+            engine.model_executor.driver_worker.model_runner.model.load_weights(state)
+
+
+def make_generator(backend: str, model, tokenizer, *, model_dir: str | None = None, **kwargs: Any) -> Generator:
+    """Build the backend named in config: ``hf`` (needs ``model``) or ``vllm`` (needs ``model_dir``)."""
+    if backend == "hf":
+        return HFGenerator(model, tokenizer, **kwargs)
+    if backend == "vllm":
+        if model_dir is None:
+            raise ValueError("backend=vllm needs a model directory")
+        return VLLMGenerator(model_dir, tokenizer, **kwargs)
+    raise ValueError(f"unknown generation backend {backend!r}; allowed: hf, vllm")

