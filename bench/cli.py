@@ -16,6 +16,11 @@ import sys
 COMMAND_MODULES = [
     "bench.cmd_generate",  # generate: completions from any model source (HF or vLLM backend)
     "bench.cmd_models",  # models: prepare/inspect model sources (GGUF cache, pruned students)
+    "bench.loss_bench",  # bench losses: memory/time of the distillation losses (naive, chunked, top-k)
+    "bench.cmd_train",  # train: one student, one method (distill/train.py)
+    "bench.cmd_tasks",  # tasks: list the evaluation task registry
+    "bench.cmd_eval",  # eval: score a model on registry tasks through lm-eval
+    "bench.cmd_score",  # score: score samples generated elsewhere (score humaneval)
 ]
 
 
@@ -42,6 +47,12 @@ def split_config_args(config: str | None, overrides: list[str]) -> tuple[str | N
     return config, list(overrides)
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from distill.train import TrainingError
+
+    return (CLIError, ValueError, FileNotFoundError, TrainingError)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -49,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         args.config, args.overrides = split_config_args(args.config, args.overrides)
     try:
         return int(args.func(args) or 0)
-    except (CLIError, ValueError, FileNotFoundError) as err:
+    except Exception as err:
+        if not isinstance(err, _user_errors()):
+            raise
         # Bad input (config typo, missing file, tokenizer mismatch, empty data ...) is one line, exit 2.
         # ConfigError, ModelSourceError and TokenizerMismatchError are ValueErrors.
         if os.environ.get("DISTILLM_DEBUG"):

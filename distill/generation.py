@@ -138,41 +138,60 @@ class HFGenerator:
             raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token before generating")
 
     def generate(self, prompts: Sequence[Prompt], sampling: SamplingParams) -> list[list[Completion]]:
+        return self.generate_ids(self.encode_prompts(prompts), sampling)
+
+    def encode_prompts(self, prompts: Sequence[Prompt]) -> list[list[int]]:
+        """Render (chat template) and tokenize prompts exactly as :meth:`generate` does."""
+        ids = []
+        for p in prompts:
+            text, special = render_prompt(self.tokenizer, p, self.chat)
+            ids.append(self.tokenizer(text, add_special_tokens=not special)["input_ids"])
+        return ids
+
+    def generate_ids(self, prompt_ids: Sequence[list[int]], sampling: SamplingParams) -> list[list[Completion]]:
+        """Generate from already tokenized prompts (the trainer's path: prompts exactly as trained on)."""
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
-        rendered = [render_prompt(self.tokenizer, p, self.chat) for p in prompts]
-        rows = [(i, j) for i in range(len(prompts)) for j in range(sampling.n)]
+        if any(len(p) == 0 for p in prompt_ids):
+            raise ValueError("cannot generate from an empty prompt")
+        rows = [(i, j) for i in range(len(prompt_ids)) for j in range(sampling.n)]
         # longest first so batches pad little; results are put back in prompt order
-        rows.sort(key=lambda r: -len(rendered[r[0]][0]))
-        out: list[list[Completion | None]] = [[None] * sampling.n for _ in prompts]
+        rows.sort(key=lambda r: -len(prompt_ids[r[0]]))
+        keys = [",".join(map(str, p)) for p in prompt_ids]
+        out: list[list[Completion | None]] = [[None] * sampling.n for _ in prompt_ids]
         eos_ids = self._eos_ids()
-        for start in range(0, len(rows), self.batch_size):
-            chunk = rows[start : start + self.batch_size]
-            enc = self._encode([rendered[i] for i, _ in chunk])
-            prompt_len = enc["input_ids"].shape[1]
-            processors, stopping = LogitsProcessorList(), StoppingCriteriaList()
-            if not sampling.greedy:
-                seeds = [stream_seed(sampling.seed, rendered[i][0], j) for i, j in chunk]
-                processors.append(InverseCDFSampler(sampling, seeds))
-            if sampling.stop:
-                stopping.append(StopOnStrings(self.tokenizer, sampling.stop, prompt_len))
-            with torch.no_grad():
-                gen = self.model.generate(
-                    **enc,
-                    do_sample=False,
-                    max_new_tokens=sampling.max_new_tokens,
-                    no_repeat_ngram_size=sampling.no_repeat_ngram_size or None,
-                    logits_processor=processors,
-                    stopping_criteria=stopping,
-                    pad_token_id=self.tokenizer.pad_token_id,
-                    eos_token_id=eos_ids,
-                    use_cache=True,
-                    temperature=None,
-                    top_p=None,
-                    top_k=None,
-                )
-            for (i, j), ids in zip(chunk, gen[:, prompt_len:].tolist(), strict=True):
-                out[i][j] = self._completion(ids, eos_ids, sampling)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for start in range(0, len(rows), self.batch_size):
+                chunk = rows[start : start + self.batch_size]
+                enc = self._pad_left([prompt_ids[i] for i, _ in chunk])
+                prompt_len = enc["input_ids"].shape[1]
+                processors, stopping = LogitsProcessorList(), StoppingCriteriaList()
+                if not sampling.greedy:
+                    seeds = [stream_seed(sampling.seed, keys[i], j) for i, j in chunk]
+                    processors.append(InverseCDFSampler(sampling, seeds))
+                if sampling.stop:
+                    stopping.append(StopOnStrings(self.tokenizer, sampling.stop, prompt_len))
+                with torch.no_grad():
+                    gen = self.model.generate(
+                        **enc,
+                        do_sample=False,
+                        max_new_tokens=sampling.max_new_tokens,
+                        no_repeat_ngram_size=sampling.no_repeat_ngram_size or None,
+                        logits_processor=processors,
+                        stopping_criteria=stopping,
+                        pad_token_id=self.tokenizer.pad_token_id,
+                        eos_token_id=eos_ids,
+                        use_cache=True,
+                        temperature=None,
+                        top_p=None,
+                        top_k=None,
+                    )
+                for (i, j), ids in zip(chunk, gen[:, prompt_len:].tolist(), strict=True):
+                    out[i][j] = self._completion(ids, eos_ids, sampling)
+        finally:
+            self.model.train(was_training)
         return out  # type: ignore[return-value]
 
     def _eos_ids(self) -> list[int]:
@@ -182,16 +201,10 @@ class HFGenerator:
             ids.append(self.tokenizer.eos_token_id)
         return ids
 
-    def _encode(self, texts: list[tuple[str, bool]]) -> dict[str, torch.Tensor]:
-        side = self.tokenizer.padding_side
-        self.tokenizer.padding_side = "left"
-        try:
-            enc = [self.tokenizer(t, add_special_tokens=not special)["input_ids"] for t, special in texts]
-        finally:
-            self.tokenizer.padding_side = side
+    def _pad_left(self, enc: list[list[int]]) -> dict[str, torch.Tensor]:
         width = max(len(e) for e in enc)
         pad = self.tokenizer.pad_token_id
-        input_ids = torch.tensor([[pad] * (width - len(e)) + e for e in enc], dtype=torch.long)
+        input_ids = torch.tensor([[pad] * (width - len(e)) + list(e) for e in enc], dtype=torch.long)
         mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in enc], dtype=torch.long)
         return {"input_ids": input_ids.to(self.model.device), "attention_mask": mask.to(self.model.device)}
 
@@ -257,8 +270,17 @@ class VLLMGenerator:
     def generate(self, prompts: Sequence[Prompt], sampling: SamplingParams) -> list[list[Completion]]:
         texts = [render_prompt(self.tokenizer, p, self.chat)[0] for p in prompts]
         requests = build_vllm_requests(texts, sampling)
-        params = [self._vllm.SamplingParams(**kw) for _, kw in requests]
-        outputs = self.llm.generate([t for t, _ in requests], params, use_tqdm=False)
+        return self._run([t for t, _ in requests], [kw for _, kw in requests])
+
+    def generate_ids(self, prompt_ids: Sequence[list[int]], sampling: SamplingParams) -> list[list[Completion]]:
+        """Generate from token ids (the trainer's path); seeds per prompt as in :func:`build_vllm_requests`."""
+        keys = [",".join(map(str, p)) for p in prompt_ids]
+        kwargs = [kw for _, kw in build_vllm_requests(keys, sampling)]
+        return self._run([{"prompt_token_ids": list(p)} for p in prompt_ids], kwargs)
+
+    def _run(self, prompts: list, kwargs: list[dict[str, Any]]) -> list[list[Completion]]:
+        params = [self._vllm.SamplingParams(**kw) for kw in kwargs]
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
         return [
             [
                 Completion(

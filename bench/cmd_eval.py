@@ -1,0 +1,54 @@
+"""``distillm-bench eval [CONFIG.yaml] --model M --tasks a,b [key=value ...]``: score a model on registry tasks.
+
+Writes ``<output_dir>/<run_name>/record.json`` (scores + provenance) and ``samples/<task>.jsonl``. Keys are the
+fields of :class:`tasks.eval.EvalConfig` (e.g. ``limit=20 protocol=distillm backend=vllm``).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _main(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from bench.cli import CLIError
+    from distill.config import load_config
+    from tasks.base import TaskDataError
+    from tasks.eval import EvalConfig, run_eval
+
+    config = None
+    overrides = []
+    for item in args.args:
+        if "=" not in item and item.endswith((".yaml", ".yml")) and config is None:
+            config = item
+        else:
+            overrides.append(item)
+    if args.model:
+        overrides.append(f"model={args.model}")
+    if args.tasks:
+        overrides.append(f"tasks={args.tasks}")
+    cfg = load_config(EvalConfig, config, overrides)
+    try:
+        record = run_eval(cfg)
+    except TaskDataError as err:
+        raise CLIError(str(err)) from None
+    rows = []
+    for name, info in record["tasks"].items():
+        for metric, value in info["scores"].items():
+            if not metric.endswith("_std"):
+                std = info["scores"].get(f"{metric}_std", 0.0)
+                rows.append(
+                    [name, info.get("version", "-"), info.get("n_examples", "-"), metric, f"{value:.4f}", f"{std:.4f}"]
+                )
+    print(tabulate(rows, headers=["task", "version", "examples", "metric", "mean", "std over seeds"]))
+    print(f"\nseeds {record['seeds']}, wall time {record['wall_time_s']:.1f} s\nwrote {record['run_dir']}/record.json")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="evaluate a model on registry tasks through lm-eval (record JSON + samples)")
+    p.add_argument("--model", help="model source (hub id, local dir, tiny-llama, smollm2-135m-instruct)")
+    p.add_argument("--tasks", help="comma-separated task names (see `distillm-bench tasks`)")
+    p.add_argument("args", nargs="*", help="optional CONFIG.yaml, then key=value overrides (EvalConfig fields)")
+    p.set_defaults(func=_main)

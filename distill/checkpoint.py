@@ -1,0 +1,99 @@
+"""Checkpoints for exact resume, written atomically.
+
+``<output_dir>/checkpoints/step-00000012/`` holds:
+
+* ``student/``: the student (``save_pretrained``, safetensors) or, with LoRA, its adapters;
+* ``optimizer.pt``, ``scheduler.pt``;
+* ``sampler-rank<r>.pt``: each rank's sampler state (replay buffer, φ, the epoch's generated pairs) and the
+  α-curriculum state;
+* ``rng-rank<r>.pt``: every RNG state (python, torch; CUDA where present);
+* ``trainer_state.json``: the step, tokens seen, elapsed seconds and the resolved config's hash.
+
+A directory appears under its final name only once complete (``atomic_dir``), so ``resume=auto`` takes the newest
+directory whose name parses. Data order and every random decision of the samplers are functions of
+``(seed, step)``, so the step is the position in the data.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from distill.atomic import atomic_dir
+
+_STEP_RE = re.compile(r"^step-(\d{8})$")
+
+
+def checkpoint_dir(output_dir: str | Path, step: int) -> Path:
+    return Path(output_dir) / "checkpoints" / f"step-{step:08d}"
+
+
+def list_checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
+    root = Path(output_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _STEP_RE.match(p.name))]
+    return sorted(found)
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    found = list_checkpoints(output_dir)
+    return found[-1][1] if found else None
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(
+    output_dir: str | Path,
+    step: int,
+    *,
+    student,
+    optimizer,
+    scheduler,
+    trainer_state: dict[str, Any],
+    rank_states: list[dict[str, Any]],
+    keep: int = 2,
+) -> Path:
+    """Write one checkpoint atomically (main process). ``rank_states[r]`` = ``{"sampler": ..., "rng": ...}``."""
+    dest = checkpoint_dir(output_dir, step)
+    with atomic_dir(dest) as tmp:
+        student.save_pretrained(tmp / "student", safe_serialization=True)
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        for r, st in enumerate(rank_states):
+            torch.save(st["sampler"], tmp / f"sampler-rank{r}.pt")
+            torch.save(st["rng"], tmp / f"rng-rank{r}.pt")
+        (tmp / "trainer_state.json").write_text(json.dumps({**trainer_state, "step": step}, indent=2) + "\n")
+    if keep > 0:
+        for _, old in list_checkpoints(output_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    return dest
+
+
+def load_rank_state(ckpt: Path, rank: int) -> dict[str, Any]:
+    return {
+        "sampler": torch.load(ckpt / f"sampler-rank{rank}.pt", weights_only=False),
+        "rng": torch.load(ckpt / f"rng-rank{rank}.pt", weights_only=False),
+    }
+
+
+def load_trainer_state(ckpt: Path) -> dict[str, Any]:
+    return json.loads((ckpt / "trainer_state.json").read_text())

@@ -1,0 +1,123 @@
+"""Training data: prompt/response examples, tokenization with prompt masking, and collation.
+
+A training row is a prompt and a response, both as token ids, plus where the response came from
+(``data`` = ground truth, ``teacher`` = teacher-generated, ``student`` = student-generated). Collation lays a row
+out as ``[prompt ; response]`` with labels ``-100`` on the prompt and on padding, so the causal shift
+``logits[:, :-1]`` vs ``labels[:, 1:]`` trains exactly the response tokens. Student-generated responses use the same
+layout, which fixes the reference DistiLLM code's unshifted SGO labels (methods.md §2.6 item 2).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from distill.generation import Prompt, render_prompt
+
+IGNORE_INDEX = -100
+Source = Literal["data", "teacher", "student"]
+
+
+@dataclass
+class Example:
+    """A prompt (string or chat messages) and its ground-truth response (may be absent: prompt-only data)."""
+
+    prompt: Prompt
+    response: str | None = None
+
+
+@dataclass
+class Row:
+    """One tokenized training sequence."""
+
+    prompt_ids: list[int]
+    response_ids: list[int]
+    source: Source = "data"
+
+    @property
+    def is_student(self) -> bool:
+        return self.source == "student"
+
+
+def read_examples(path: str | Path) -> list[Example]:
+    """Read a JSONL file of ``{"prompt": ..., "response": ...}`` rows (``response`` optional)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"training data file not found: {p}")
+    rows = []
+    for n, line in enumerate(p.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{p}:{n}: invalid JSON ({err.msg})") from None
+        if "prompt" not in obj:
+            raise ValueError(f"{p}:{n}: row has no 'prompt' field")
+        rows.append(Example(prompt=obj["prompt"], response=obj.get("response")))
+    if not rows:
+        raise ValueError(f"training data file is empty: {p}")
+    return rows
+
+
+def encode_prompt(tokenizer, prompt: Prompt, max_prompt_len: int, chat: bool = True) -> list[int]:
+    """Render (chat template where the tokenizer has one) and tokenize; long prompts keep their end."""
+    text, special = render_prompt(tokenizer, prompt, chat)
+    ids = tokenizer(text, add_special_tokens=not special)["input_ids"]
+    return ids[-max_prompt_len:]
+
+
+def encode_response(tokenizer, response: str, max_response_len: int) -> list[int]:
+    """Response tokens followed by EOS (so the student learns to stop), truncated to ``max_response_len``."""
+    ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    return ids[:max_response_len]
+
+
+def encode_example(tokenizer, ex: Example, max_prompt_len: int, max_len: int, chat: bool = True) -> Row:
+    if ex.response is None:
+        raise ValueError("this example has no response; prompt-only data needs a generating method")
+    prompt_ids = encode_prompt(tokenizer, ex.prompt, max_prompt_len, chat)
+    return Row(prompt_ids, encode_response(tokenizer, ex.response, max_len - len(prompt_ids)), "data")
+
+
+def collate(rows: list[Row], pad_id: int, max_len: int | None = None) -> dict[str, torch.Tensor]:
+    """Right-padded ``input_ids``, ``attention_mask``, ``labels`` (-100 off-response) and ``is_student_response``."""
+    if not rows:
+        raise ValueError("cannot collate an empty batch")
+    seqs = [(r.prompt_ids + r.response_ids)[:max_len] if max_len else r.prompt_ids + r.response_ids for r in rows]
+    width = max(len(s) for s in seqs)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    attn = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (row, seq) in enumerate(zip(rows, seqs, strict=True)):
+        input_ids[i, : len(seq)] = torch.tensor(seq)
+        attn[i, : len(seq)] = 1
+        start = len(row.prompt_ids)
+        if len(seq) > start:
+            labels[i, start : len(seq)] = torch.tensor(seq[start:])
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attn,
+        "labels": labels,
+        "is_student_response": torch.tensor([r.is_student for r in rows], dtype=torch.bool),
+    }
+
+
+def shift_targets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Targets for ``logits[:, :-1]``: ``(labels[:, 1:], mask)``. Position t predicts token t + 1."""
+    target = labels[:, 1:]
+    return target, target != IGNORE_INDEX
+
+
+def count_target_tokens(rows: list[Row], max_len: int | None = None) -> int:
+    total = 0
+    for r in rows:
+        n = len(r.prompt_ids) + len(r.response_ids)
+        if max_len:
+            n = min(n, max_len)
+        total += max(0, n - len(r.prompt_ids))
+    return total

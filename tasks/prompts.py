@@ -1,0 +1,140 @@
+"""Training prompt pools for distillation, decontaminated against every eval set.
+
+Offline pools are the ``train`` splits of the procedural tasks (one per text category); the papers' online sets
+(Dolly-15k, UltraChat-200k, MetaMathQA, Evol-Instruct-Code) are named here and read from the hub (or from a
+local file with the same schema). Every pool is filtered by word n-gram overlap against the test split of every
+registered task whose data is available: a prompt sharing any ``n``-gram (default 13, lowercased words) with an
+eval prompt is dropped; a prompt shorter than ``n`` words is dropped when it equals an eval prompt.
+
+Rows: ``{"id", "pool", "prompt": [messages], "text": str, "response": str | None}``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from tasks import TASKS, get_task
+from tasks.base import TaskDataError, user
+from tasks.sources import hub_rows, read_rows, seeded_rng
+
+DEFAULT_N = 13
+
+
+@dataclass(frozen=True)
+class PromptPool:
+    name: str
+    category: str
+    source: str
+    online: bool
+    description: str
+
+
+POOLS: dict[str, PromptPool] = {
+    p.name: p
+    for p in [
+        PromptPool("ifeval-synth", "instruction", "task:ifeval-synth/train", False, "verifiable-instruction prompts"),
+        PromptPool("string-ops", "instruction", "task:string-ops/train", False, "string transform instructions"),
+        PromptPool("arith", "math", "task:arith/train", False, "two-operand arithmetic questions"),
+        PromptPool("tiny-func", "code", "task:tiny-func/train", False, "one-line Python function stubs"),
+        PromptPool(
+            "dolly-15k", "instruction", "hub:databricks/databricks-dolly-15k", True, "DistiLLM v1 training set"
+        ),
+        PromptPool(
+            "ultrachat-200k", "instruction", "hub:HuggingFaceH4/ultrachat_200k", True, "DistiLLM-2 chat prompts"
+        ),
+        PromptPool("metamathqa", "math", "hub:meta-math/MetaMathQA", True, "DistiLLM-2 math prompts"),
+        PromptPool(
+            "evol-instruct-code", "code", "hub:nickrosh/Evol-Instruct-Code-80k-v1", True, "DistiLLM-2 code prompts"
+        ),
+    ]
+}
+
+# hub pool -> (dataset id, split, row -> (prompt text, response))
+_HUB: dict[str, tuple[str, str, Callable[[dict[str, Any]], tuple[str, str | None]]]] = {
+    "dolly-15k": (
+        "databricks/databricks-dolly-15k",
+        "train",
+        lambda r: (r["instruction"] + (f"\n\n{r['context']}" if r.get("context") else ""), r.get("response")),
+    ),
+    "ultrachat-200k": ("HuggingFaceH4/ultrachat_200k", "train_sft", lambda r: (r["prompt"], None)),
+    "metamathqa": ("meta-math/MetaMathQA", "train", lambda r: (r["query"], r.get("response"))),
+    "evol-instruct-code": (
+        "nickrosh/Evol-Instruct-Code-80k-v1",
+        "train",
+        lambda r: (r["instruction"], r.get("output")),
+    ),
+}
+
+
+def words(text: str) -> list[str]:
+    """Lowercased word tokens; arithmetic operators count as tokens ("3 + 4" and "3 - 4" differ)."""
+    return re.findall(r"\w+|[+\-*/=<>^%]", text.lower())
+
+
+def ngrams(text: str, n: int = DEFAULT_N) -> set[tuple[str, ...]]:
+    """Word n-grams of ``text``; a text shorter than ``n`` words yields itself as one (shorter) gram."""
+    w = words(text)
+    if len(w) < n:
+        return {tuple(w)} if w else set()
+    return {tuple(w[i : i + n]) for i in range(len(w) - n + 1)}
+
+
+@lru_cache(maxsize=8)
+def eval_ngrams(n: int = DEFAULT_N, tasks: tuple[str, ...] | None = None) -> tuple[frozenset, tuple[str, ...]]:
+    """n-grams of every available eval prompt; also returns the names of tasks whose data was unavailable."""
+    grams: set[tuple[str, ...]] = set()
+    skipped = []
+    for name in tasks or tuple(sorted(TASKS)):
+        task = get_task(name)
+        try:
+            examples = task.examples("test")
+        except TaskDataError:
+            skipped.append(name)
+            continue
+        for ex in examples:
+            grams |= ngrams(task.prompt_text(ex), n)
+    return frozenset(grams), tuple(skipped)
+
+
+def decontaminate(texts: Sequence[str], n: int = DEFAULT_N, tasks: Iterable[str] | None = None) -> list[bool]:
+    """``keep[i]`` is False when ``texts[i]`` shares an n-gram with an eval prompt."""
+    grams, _ = eval_ngrams(n, tuple(tasks) if tasks is not None else None)
+    return [not (ngrams(t, n) & grams) for t in texts]
+
+
+def load_pool(
+    name: str,
+    limit: int | None = None,
+    seed: int = 0,
+    n: int = DEFAULT_N,
+    data_file: str | None = None,
+    clean: bool = True,
+) -> list[dict[str, Any]]:
+    """Prompts of pool ``name``: decontaminated (``clean``), shuffled with ``seed``, first ``limit``."""
+    if name not in POOLS:
+        raise KeyError(f"unknown prompt pool {name!r}; known pools: {', '.join(sorted(POOLS))}")
+    pool = POOLS[name]
+    rows: list[dict[str, Any]] = []
+    if not pool.online:
+        task = get_task(name)
+        for ex in task.examples("train"):
+            rows.append(
+                {"id": ex.id, "pool": name, "prompt": task.prompt(ex), "text": task.prompt_text(ex), "response": None}
+            )
+    else:
+        dataset_id, split, convert = _HUB[name]
+        raw = read_rows(data_file) if data_file else hub_rows(name, dataset_id, split)
+        for i, row in enumerate(raw):
+            text, response = convert(row)
+            rows.append({"id": str(i), "pool": name, "prompt": user(text), "text": text, "response": response})
+    if clean:
+        keep = decontaminate([r["text"] for r in rows], n)
+        rows = [r for r, k in zip(rows, keep, strict=True) if k]
+    if not rows:
+        raise TaskDataError(f"prompt pool {name!r} is empty after decontamination")
+    seeded_rng("pool", name, seed).shuffle(rows)
+    return rows[:limit] if limit else rows

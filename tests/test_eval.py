@@ -1,0 +1,152 @@
+"""The eval path end to end (tiny model, offline, through lm-eval) and the `tasks` / `score humaneval` commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+from tasks import get_task
+from tasks.lmeval import generation_kwargs, render, uses_chat
+
+
+def _record(tmp_path, run_name):
+    return json.loads((tmp_path / run_name / "record.json").read_text())
+
+
+def test_eval_one_task_per_category(tmp_path, capsys):
+    """`eval` of a tiny model on an instruction, a code and a math task, offline, via the CLI."""
+    rc = main(
+        ["eval", "--model", "tiny-llama", "--tasks", "string-ops,tiny-func,arith"]
+        + ["limit=2", "max_new_tokens=8", "batch_size=4", f"output_dir={tmp_path}", "run_name=r"]
+    )
+    assert rc == 0
+    assert "wrote" in capsys.readouterr().out
+    record = _record(tmp_path, "r")
+    assert set(record["tasks"]) == {"string-ops", "tiny-func", "arith"}
+    for name, info in record["tasks"].items():
+        task = get_task(name)
+        assert info["version"] == task.version and info["category"] == task.category
+        assert info["n_examples"] == 2 and len(info["data_sha256"]) == 64
+        assert 0.0 <= info["scores"][task.primary_metric] <= 1.0
+        rows = [json.loads(x) for x in (tmp_path / "r" / "samples" / f"{name}.jsonl").read_text().splitlines()]
+        assert len(rows) == 2
+        assert {"prompt", "completion", "score", "example_id", "seed", "target"} <= set(rows[0])
+        assert rows[0]["prompt"].startswith("<|im_start|>user")  # tiny-llama has a chat template
+    prov = record["provenance"]
+    assert {"git_commit", "packages", "cpu_count", "sandbox"} <= set(prov)
+    assert prov["packages"]["lm-eval"] and prov["packages"]["torch"]
+    assert record["config"]["model"] == "tiny-llama" and record["seeds"] == [0]
+    assert record["wall_time_s"] > 0
+
+
+def test_distillm_protocol_on_an_online_set_from_a_local_file(tmp_path):
+    """DistiLLM v1 protocol (T=1, no_repeat_ngram_size=6, several seeds) on Dolly read from a hub-schema fixture."""
+    from tasks.eval import EvalConfig, run_eval
+
+    fixture = Path(__file__).parent / "fixtures" / "dolly.jsonl"
+    cfg = EvalConfig(
+        model="tiny-llama",
+        tasks=["dolly"],
+        data_files=[f"dolly={fixture}"],
+        protocol="distillm",
+        seeds=[10, 20],
+        limit=2,
+        max_new_tokens=6,
+        output_dir=str(tmp_path),
+        run_name="d",
+        chat="off",
+    )
+    record = run_eval(cfg)
+    info = record["tasks"]["dolly"]
+    assert [r["seed"] for r in info["per_seed"]] == [10, 20]
+    assert "rougeL_std" in info["scores"] and 0.0 <= info["scores"]["rougeL"] <= 1.0
+    assert info["generation"]["temperature"] == 1.0 and info["generation"]["no_repeat_ngram_size"] == 6
+    assert info["source_in_use"] == f"file:{fixture}" and list(info["data_files"]) == [str(fixture)]
+    rows = (tmp_path / "d" / "samples" / "dolly.jsonl").read_text().splitlines()
+    assert len(rows) == 4 and json.loads(rows[0])["prompt"].startswith("Below is an instruction")
+
+
+def test_resolve_tasks_builtin_names_and_data_file_errors(tmp_path):
+    from distill.config import ConfigError
+    from tasks.eval import EvalConfig, resolve_tasks
+
+    registry, builtin = resolve_tasks(EvalConfig(model="m", tasks=["arith", "lm_eval:gsm8k"]))
+    assert [t.name for t in registry] == ["arith"] and builtin == ["gsm8k"]
+    with pytest.raises(ConfigError, match="task=PATH"):
+        resolve_tasks(EvalConfig(model="m", tasks=["dolly"], data_files=["dolly"]))
+    with pytest.raises(FileNotFoundError):
+        resolve_tasks(EvalConfig(model="m", tasks=["dolly"], data_files=[f"dolly={tmp_path / 'nope.jsonl'}"]))
+
+
+def test_generation_kwargs_and_rendering(tiny_llama):
+    _, tok = tiny_llama
+    task = get_task("humaneval")
+    spec = task.generation
+    assert generation_kwargs(spec, chat=False, backend="hf")["until"] == list(spec.plain_stop)
+    assert generation_kwargs(spec, chat=True, backend="hf")["until"] == []
+    sampled = generation_kwargs(type(spec)(temperature=1.0, no_repeat_ngram_size=6), chat=True, backend="vllm")
+    assert sampled["do_sample"] and "no_repeat_ngram_size" not in sampled
+    ex = task.examples()[0]
+    assert uses_chat(tok, "auto") and not uses_chat(tok, "off")
+    assert render(task, ex, tok, chat=False) == ex.data["prompt"]
+    assert render(task, ex, tok, chat=True).endswith("<|im_start|>assistant\n")
+
+
+def test_eval_errors_are_one_line(tmp_path, capsys):
+    assert main(["eval", "--model", "tiny-llama", "--tasks", "nope", f"output_dir={tmp_path}"]) == 2
+    assert "known tasks:" in capsys.readouterr().err
+    assert main(["eval", "--tasks", "arith", f"output_dir={tmp_path}"]) == 2
+    assert main(["eval", "--model", "tiny-llama", "--tasks", "arith", "limit=0"]) == 2
+
+
+def test_tasks_command_lists_registry(capsys):
+    assert main(["tasks", "--category", "code"]) == 0
+    out = capsys.readouterr().out
+    assert "humaneval" in out and "164" in out and "tiny-func" in out and "arith" not in out
+
+
+def _write_samples(path, completions):
+    path.write_text("".join(json.dumps({"task_id": t, "completion": c}) + "\n" for t, c in completions))
+
+
+@pytest.fixture(scope="module")
+def problems():
+    from tasks.humaneval import load_problems
+
+    return load_problems()
+
+
+def test_score_humaneval_canonical_and_empty(tmp_path, problems, capsys):
+    first = list(problems.values())[:12]
+    canon = tmp_path / "canon.jsonl"
+    _write_samples(canon, [(p["task_id"], p["canonical_solution"]) for p in first])
+    assert main(["score", "humaneval", "--samples", str(canon), "--k", "1,10", "--workers", "2"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["pass@1"] == 1.0 and "pass@10" not in result and result["n_problems"] == 12
+    rows = [json.loads(x) for x in (tmp_path / "canon.jsonl_results.jsonl").read_text().splitlines()]
+    assert all(r["passed"] for r in rows) and len(rows) == 12
+    empty = tmp_path / "empty.jsonl"
+    _write_samples(empty, [(p["task_id"], "") for p in first for _ in range(2)])
+    assert main(["score", "humaneval", "--samples", str(empty), "--k", "1,2"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["pass@1"] == 0.0 and result["pass@2"] == 0.0
+
+
+def test_score_humaneval_bad_input(tmp_path, capsys):
+    assert main(["score", "humaneval", "--samples", str(tmp_path / "missing.jsonl")]) == 2
+    bad = tmp_path / "bad.jsonl"
+    _write_samples(bad, [("HumanEval/9999", "")])
+    assert main(["score", "humaneval", "--samples", str(bad)]) == 2
+    assert "unknown task_id" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_score_humaneval_all_164_canonical(tmp_path, problems, capsys):
+    canon = tmp_path / "all.jsonl"
+    _write_samples(canon, [(p["task_id"], p["canonical_solution"]) for p in problems.values()])
+    assert main(["score", "humaneval", "--samples", str(canon)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["pass@1"] == 1.0 and result["n_problems"] == 164
