@@ -18,9 +18,11 @@ COMMAND_MODULES = [
     "bench.cmd_models",  # models: prepare/inspect model sources (GGUF cache, pruned students)
     "bench.loss_bench",  # bench losses: memory/time of the distillation losses (naive, chunked, top-k)
     "bench.cmd_train",  # train: one student, one method (distill/train.py)
+    "bench.cmd_run",  # run: a benchmark suite end to end (bench/run.py)
     "bench.cmd_tasks",  # tasks: list the evaluation task registry
     "bench.cmd_eval",  # eval: score a model on registry tasks through lm-eval
     "bench.cmd_score",  # score: score samples generated elsewhere (score humaneval)
+    "bench.cmd_leaderboard",  # leaderboard: re-render tables and plots from run records
 ]
 
 
@@ -55,7 +57,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may also follow an --option (argparse stops filling a positional list at options)
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if hasattr(args, "config") and hasattr(args, "overrides"):
         args.config, args.overrides = split_config_args(args.config, args.overrides)
     try:

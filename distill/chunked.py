@@ -2,17 +2,21 @@
 
 The full-logits path materialises ``[N, V]`` logits for both models plus a handful of same-sized temporaries and
 their gradients. Here, in the manner of Liger-Kernel's fused linear losses, a custom autograd function loops over
-chunks of tokens in its forward pass: for each chunk it computes the student logits ``h_c @ W^T`` (and the teacher's,
-from teacher hidden states and head, a slice of given teacher logits or a :class:`~distill.sparse.SparseTarget`),
-the per-token loss of :mod:`distill.losses` and, through a local ``autograd.grad``, the gradient ``g_c`` of the
-chunk's weighted loss with respect to its logits. It accumulates ``grad_h[c] = g_c @ W`` and ``grad_W += g_c^T h_c``
-and frees the chunk. The backward pass only scales the stored gradients by ``grad_output``. Tokens are independent
-in every loss, so the math is the same as the full path's; only float rounding differs.
+blocks of tokens in its forward pass: for each block it computes the student logits ``h_c @ W^T`` and the teacher's
+(from teacher hidden states and head, a slice of given teacher logits, or a :class:`~distill.sparse.SparseTarget`);
+then, sub-chunk by sub-chunk, the per-token loss of :mod:`distill.losses` and, through a local ``autograd.grad``,
+the gradient ``g_c`` of the weighted loss with respect to the logits. It accumulates ``grad_h[c] = g_c @ W`` and
+``grad_W += g_c^T h_c`` and frees the block. The backward pass only scales the stored gradients by ``grad_output``.
+Tokens are independent in every loss, so the math is the same as the full path's; only float rounding differs.
 
-Memory: ``grad_W`` (``[V, H]``, needed anyway) plus about ten ``[chunk, V]`` float32 temporaries. Masked tokens
-(``mask == 0``) are skipped, so padding garbage cannot reach values or gradients. ``grad_W`` accumulates in the
-weight's dtype, as Liger does. DPKD, a non-linear function of per-sequence means, uses a second autograd function
-that returns per-token label log-probs and recomputes each chunk's logits in its backward pass.
+Two sizes, because the two costs differ: the ``lm_head`` GEMMs want many tokens per call (at 32 tokens a CPU GEMM
+runs at half speed), while the loss's autograd graph holds ~15 ``[tokens, V]`` temporaries. Defaults: 256-token
+blocks and 32-token loss sub-chunks at V = 128256 (128 MiB and 16 MiB per float32 ``[tokens, V]`` tensor).
+
+Memory: ``grad_W`` (``[V, H]``, needed anyway), two ``[block, V]`` buffers and the sub-chunk's temporaries. Masked
+tokens (``mask == 0``) are skipped, so padding garbage cannot reach values or gradients. ``grad_W`` accumulates in
+the weight's dtype, as Liger does. DPKD, a non-linear function of per-sequence means, uses a second autograd
+function that returns per-token label log-probs and recomputes each block's logits in its backward pass.
 
 The trainer's entry point is :func:`chunked_loss`, the twin of :func:`distill.losses.compute_loss`.
 """
@@ -27,8 +31,10 @@ from torch import Tensor
 from distill.losses import IGNORE_INDEX, ReductionMode, check_loss_kwargs, token_weights
 from distill.sparse import SparseTarget, upcast
 
-#: Default budget for one chunk's ``[chunk, V]`` float32 logits. The loss holds about ten such temporaries.
-DEFAULT_CHUNK_BYTES = 32 * 2**20
+#: Default budget for one block's ``[block, V]`` float32 logits: the unit of the ``lm_head`` matmuls.
+DEFAULT_CHUNK_BYTES = 128 * 2**20
+#: Default budget for one loss sub-chunk's ``[sub, V]`` float32 tensor; its autograd graph holds ~15 of them.
+DEFAULT_LOSS_CHUNK_BYTES = 16 * 2**20
 
 
 def default_chunk_size(vocab_size: int, budget_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
@@ -36,28 +42,51 @@ def default_chunk_size(vocab_size: int, budget_bytes: int = DEFAULT_CHUNK_BYTES)
     return max(8, (budget_bytes // (4 * vocab_size)) // 8 * 8)
 
 
-ChunkFn = Callable[[Tensor, Tensor], Tensor]  # (student logits [c, V] float32, token ids [c]) -> loss [c]
+# (student logits [c, V] with grad, teacher [c, 1, V] or SparseTarget [c, 1] or None, token ids [c]) -> loss [c]
+ChunkFn = Callable[[Tensor, "Tensor | SparseTarget | None", Tensor], Tensor]
+TeacherFn = Callable[[Tensor], "Tensor | SparseTarget | None"]  # token ids [M] -> teacher for that block
 
 
 class _FusedLinearLoss(torch.autograd.Function):
-    """``sum_i w_i * loss_i(h_i @ W^T)`` over the ``active`` tokens, with gradients computed during the forward."""
+    """``sum_i w_i * loss_i(h_i @ W^T)`` over the ``active`` tokens, with gradients computed during the forward.
+
+    Two levels: the ``lm_head`` matmuls run on blocks of ``block`` tokens (large enough for an efficient GEMM); the
+    loss and its local autograd graph run on sub-chunks of ``sub`` tokens (small, for few large temporaries). Each
+    sub-chunk's logit gradient overwrites its logits in the block buffer, which then feeds the two gradient GEMMs.
+    """
 
     @staticmethod
-    def forward(ctx, hidden: Tensor, weight: Tensor, chunk_fn: ChunkFn, token_w: Tensor, active: Tensor, chunk: int):
+    def forward(
+        ctx,
+        hidden: Tensor,
+        weight: Tensor,
+        chunk_fn: ChunkFn,
+        teacher_fn: TeacherFn,
+        token_w: Tensor,
+        active: Tensor,
+        block: int,
+        sub: int,
+    ):
         grad_h = torch.zeros_like(hidden) if hidden.requires_grad else None
         grad_w = torch.zeros_like(weight) if weight.requires_grad else None
         total = torch.zeros((), dtype=torch.float64, device=hidden.device)
-        for start in range(0, active.numel(), chunk):
-            idx = active[start : start + chunk]
+        for start in range(0, active.numel(), block):
+            idx = active[start : start + block]
             h = hidden[idx]
-            logits = upcast(h @ weight.T).requires_grad_()
-            with torch.enable_grad():
-                loss = (chunk_fn(logits, idx) * token_w[idx]).sum()
-                (g,) = torch.autograd.grad(loss, logits, allow_unused=True)
-            total += loss.detach().double()
-            if g is None:
-                continue
-            g = g.to(hidden.dtype)
+            buf = upcast(h @ weight.T)  # student logits, overwritten by their gradient sub-chunk by sub-chunk
+            teacher = teacher_fn(idx)
+            for a in range(0, idx.numel(), sub):
+                b = min(a + sub, idx.numel())
+                logits = buf[a:b].detach().requires_grad_()
+                with torch.enable_grad():
+                    part = teacher[a:b] if teacher is not None else None
+                    loss = (chunk_fn(logits, part, idx[a:b]) * token_w[idx[a:b]]).sum()
+                    (g,) = torch.autograd.grad(loss, logits, allow_unused=True)
+                total += loss.detach().double()
+                buf[a:b] = 0.0 if g is None else g
+                del logits, part, loss, g
+            del teacher  # free the teacher block before the gradient GEMMs
+            g = buf.to(hidden.dtype)
             if grad_h is not None:
                 grad_h.index_copy_(0, idx, g @ weight)
             if grad_w is not None:
@@ -71,7 +100,7 @@ class _FusedLinearLoss(torch.autograd.Function):
         if not bool(grad_out == 1.0):
             grad_h = None if grad_h is None else grad_h * grad_out.to(grad_h.dtype)
             grad_w = None if grad_w is None else grad_w * grad_out.to(grad_w.dtype)
-        return grad_h, grad_w, None, None, None, None
+        return grad_h, grad_w, None, None, None, None, None, None
 
 
 class _ChunkedLabelLogProbs(torch.autograd.Function):
@@ -117,11 +146,12 @@ class _Teacher:
             raise ValueError("give either teacher_hidden + teacher_weight or teacher_logits, not both")
         self.hidden = None if hidden is None else hidden.detach().reshape(n, -1)
         self.weight = None if weight is None else weight.detach()
-        self.logits = logits
-        if isinstance(logits, SparseTarget):
-            self.logits = logits.reshape(n)
-        elif isinstance(logits, Tensor):
-            self.logits = logits.detach().reshape(n, logits.shape[-1])
+        if logits is not None:
+            positions = logits.shape.numel() if isinstance(logits, SparseTarget) else logits.shape[:-1].numel()
+            if positions != n:
+                raise ValueError(f"teacher_logits must cover the {n} student positions; got {tuple(logits.shape)}")
+        self.logits = logits.reshape(n) if isinstance(logits, SparseTarget) else logits
+        self.seq = n if logits is None or isinstance(logits, SparseTarget) or logits.dim() != 3 else logits.shape[1]
 
     @property
     def given(self) -> bool:
@@ -133,7 +163,11 @@ class _Teacher:
             return (self.hidden[idx] @ self.weight.T)[:, None, :]
         if isinstance(self.logits, SparseTarget):
             return self.logits[idx].reshape(-1, 1)
-        return None if self.logits is None else self.logits[idx][:, None, :]
+        if self.logits is None:
+            return None
+        if self.logits.dim() == 2:
+            return self.logits[idx][:, None, :]
+        return self.logits[idx // self.seq, idx % self.seq][:, None, :]  # no [N, V] copy of a strided view
 
     @torch.no_grad()
     def label_logprobs(self, labels: Tensor, chunk: int) -> Tensor:
@@ -176,6 +210,7 @@ def chunked_loss(
     labels: Tensor | None = None,
     is_student_response: Tensor | None = None,
     chunk_size: int | None = None,
+    loss_chunk_size: int | None = None,
     **hparams,
 ) -> Tensor:
     """Loss ``name`` of :data:`distill.losses.LOSSES`, reduced to a scalar, from the student's final hidden states.
@@ -187,7 +222,8 @@ def chunked_loss(
     hyperparameters mean what they mean in :func:`distill.losses.compute_loss`, and the value and the gradients with
     respect to ``student_hidden`` and ``student_weight`` are the same up to float rounding. Tensor hyperparameters
     may be per sequence ``[B]`` (e.g. DistiLLM-2's per-sample alphas) or per token ``[B, T]``.
-    ``chunk_size`` defaults to :func:`default_chunk_size`.
+    ``chunk_size`` (tokens per ``lm_head`` matmul block) and ``loss_chunk_size`` (tokens per loss sub-chunk) default
+    to :func:`default_chunk_size` with 128 MiB and 16 MiB budgets (256 and 32 tokens at V = 128256).
     """
     spec = check_loss_kwargs(name, hparams)
     if student_hidden.dim() == 2:
@@ -201,9 +237,12 @@ def chunked_loss(
     batch, seq, hid = student_hidden.shape
     n = batch * seq
     mask = mask.reshape(batch, seq).bool()
-    chunk = chunk_size if chunk_size is not None else default_chunk_size(student_weight.shape[0])
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"chunk_size must be a positive int; got {chunk!r}")
+    vocab = student_weight.shape[0]
+    chunk = chunk_size if chunk_size is not None else default_chunk_size(vocab)
+    sub = loss_chunk_size if loss_chunk_size is not None else default_chunk_size(vocab, DEFAULT_LOSS_CHUNK_BYTES)
+    for key, value in (("chunk_size", chunk), ("loss_chunk_size", sub)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key} must be a positive int; got {value!r}")
     teacher = _Teacher(n, teacher_hidden, teacher_weight, teacher_logits)
     if spec.needs_teacher and not teacher.given:
         raise ValueError(f"loss {name!r} needs a teacher: teacher_hidden + teacher_weight, or teacher_logits")
@@ -228,10 +267,10 @@ def chunked_loss(
     kwargs = {key: _per_token(inputs[key], key, batch, seq) for key in spec.batch_inputs}
     kwargs.update({key: _per_token(value, key, batch, seq) for key, value in hparams.items()})
 
-    def chunk_fn(logits: Tensor, idx: Tensor) -> Tensor:
+    def chunk_fn(logits: Tensor, teacher_part: Tensor | SparseTarget | None, idx: Tensor) -> Tensor:
         args = {key: value[idx] if isinstance(value, Tensor) else value for key, value in kwargs.items()}
-        return spec.fn(logits[:, None, :], teacher(idx), **args)[:, 0]
+        return spec.fn(logits[:, None, :], teacher_part, **args)[:, 0]
 
     token_w = token_weights(mask, reduction, denominator, upcast(hidden[:0]).dtype).reshape(n).to(hidden.device)
     active = mask.reshape(n).nonzero().squeeze(1).to(hidden.device)
-    return _FusedLinearLoss.apply(hidden, student_weight, chunk_fn, token_w, active, chunk)
+    return _FusedLinearLoss.apply(hidden, student_weight, chunk_fn, teacher, token_w, active, chunk, sub)

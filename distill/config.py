@@ -108,8 +108,8 @@ def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
                 continue
         raise bad
     if isinstance(value, _Override):
-        if tp is str:
-            return value.text
+        if tp is str or (origin is Literal and value.text in typing.get_args(tp)):
+            return value.text  # raw text: YAML would read e.g. "no" as False
         if origin in (list, Sequence) and not value.text.startswith("["):
             parts = [p.strip() for p in value.text.split(",") if p.strip()]
             return _coerce(parts, tp, key, where)

@@ -78,6 +78,8 @@ class Sampler:
         plan.validate()
         self.plan, self.seed = plan, seed
         self.stats: dict[str, float] = {}
+        #: fraction of training done, set by the trainer before each step (token budgets); None: step / total
+        self.progress: float | None = None
 
     def epoch_of(self, step: int) -> int:
         return step // self.plan.steps_per_epoch
@@ -202,7 +204,7 @@ class AdaptiveOffPolicySampler(Sampler):
         replay_threshold(schedule, 0.0, 0.0)  # validate the name early
 
     def batches(self, step: int) -> list[list[Row]]:
-        progress = step / max(1, self.plan.total_steps)
+        progress = self.progress if self.progress is not None else step / max(1, self.plan.total_steps)
         lam_r = replay_threshold(self.schedule, self.phi, progress)
         out, fresh, replayed = [], 0, 0
         for m, idx in enumerate(self.step_indices(step)):

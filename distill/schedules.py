@@ -48,8 +48,12 @@ class DistiLLM2Config:
         require(self.alpha_min <= self.alpha_max, f"alpha_min {self.alpha_min} > alpha_max {self.alpha_max}")
 
 
-def beta_at(cfg: DistiLLM2Config, step: int, total_steps: int, steps_per_epoch: int, epochs: int) -> float:
-    progress = step / max(1, total_steps)
+def beta_at(
+    cfg: DistiLLM2Config, step: int, total_steps: int, steps_per_epoch: int, epochs: int, progress: float | None = None
+) -> float:
+    """β at ``step``; ``progress`` (fraction of training done) defaults to ``step / total_steps``."""
+    if progress is None:
+        progress = step / max(1, total_steps)
     if cfg.beta_schedule == "constant":
         return cfg.beta0
     if cfg.beta_schedule == "linear":

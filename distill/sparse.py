@@ -66,6 +66,8 @@ class SparseTarget:
             )
         if self.indices.dtype.is_floating_point or not 0 < self.k <= self.vocab_size:
             raise ValueError(f"SparseTarget needs integer indices and 0 < k <= vocab_size; got k={self.k}")
+        if self.indices.dtype != torch.int64:  # gather/scatter need int64
+            object.__setattr__(self, "indices", self.indices.long())
 
     @property
     def k(self) -> int:

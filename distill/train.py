@@ -100,6 +100,9 @@ class OptimConfig:
     grad_accum: int = field(default=1, metadata={"min": 1})
     epochs: int = field(default=1, metadata={"min": 1})
     max_steps: int | None = field(default=None, metadata={"min": 1})
+    max_tokens: int | None = field(
+        default=None, metadata={"help": "stop once this many target tokens were trained (equal budgets)", "min": 1}
+    )
 
 
 @dataclass
@@ -529,7 +532,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         return tot / max(1, n)
 
     # ---- resume
-    start, state = 0, {"tokens": 0, "elapsed": 0.0, "generation_s": 0.0, "train_s": 0.0}
+    start, state = 0, {"tokens": 0, "steps": 0, "elapsed": 0.0, "generation_s": 0.0, "train_s": 0.0}
     resume_from = (
         None
         if cfg.resume == "never"
@@ -561,14 +564,18 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         total=total, initial=start, desc=f"train {cfg.method}", disable=not acc.is_main_process, dynamic_ncols=True
     )
     t_run = time.perf_counter() - state["elapsed"]
-    last_saved = start if resume_from is not None else -1
     for step in range(start, total):
         t_step, g0 = time.perf_counter(), timer["generation"]
         epoch = step // plan.steps_per_epoch
+        progress = step / max(1, total)
+        if o.max_tokens:  # a token budget: schedules follow the fraction of the budget spent
+            progress = max(progress, state["tokens"] / o.max_tokens)
+        sampler.progress = progress
         micro = sampler.batches(step)
         batches = [collate(rows, s_tok.pad_token_id, d.max_len) for rows in micro]
         denom = float(acc.reduce(torch.tensor(losses.denominator(batches), device=acc.device), "sum"))
-        info = {"epoch": epoch, "beta": beta_at(cfg.distillm2, step, total, plan.steps_per_epoch, cfg.optim.epochs)}
+        beta = beta_at(cfg.distillm2, step, total, plan.steps_per_epoch, cfg.optim.epochs, progress)
+        info = {"epoch": epoch, "beta": beta}
         step_terms: dict[str, float] = {}
         extra: dict[str, Any] = {}
         for m, b in enumerate(batches):
@@ -600,6 +607,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         )
         dt, gen_dt = time.perf_counter() - t_step, timer["generation"] - g0
         state["tokens"] += tokens
+        state["steps"] = step + 1
         state["generation_s"] += gen_dt
         state["train_s"] += dt - gen_dt
         row = {
@@ -607,6 +615,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             "epoch": epoch,
             "loss": sum(step_terms.values()),
             **step_terms,
+            "loss_terms": list(step_terms),
             "lr": scheduler.get_last_lr()[0],
             "grad_norm": None if grad_norm is None else float(grad_norm),
             "tokens": tokens,
@@ -618,7 +627,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         }
         if losses.contrastive:
             row["beta"] = info["beta"]
-        if (step + 1) % eval_every == 0 or step + 1 == total:
+        last = step + 1 == total or (o.max_tokens is not None and state["tokens"] >= o.max_tokens)
+        if (step + 1) % eval_every == 0 or last:
             v = validate()
             if v is not None:
                 sampler.on_validation(v)
@@ -633,13 +643,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         bar.set_postfix(loss=f"{row['loss']:.4f}", tok_s=f"{row['tokens_per_s']:.0f}")
         bar.update(1)
         state["elapsed"] = time.perf_counter() - t_run
-        if (cfg.save_every and (step + 1) % cfg.save_every == 0) or step + 1 == total:
+        done = step + 1 == total or (o.max_tokens is not None and state["tokens"] >= o.max_tokens)
+        if (cfg.save_every and (step + 1) % cfg.save_every == 0) or done:
             _save(cfg, out_dir, step + 1, acc, student, optimizer, scheduler, sampler, losses, state, gather_object)
-            last_saved = step + 1
         _kill_hook(step + 1)
+        if done:
+            break
     bar.close()
-    del last_saved
-    summary = _finish(cfg, out_dir, acc, student, s_tok, state, total)
+    summary = _finish(cfg, out_dir, acc, student, s_tok, state, state.get("steps", start))
     return summary
 
 

@@ -6,6 +6,7 @@ Package data is located with ``importlib.metadata`` and never imported (``nvidia
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import importlib.metadata as md
@@ -58,16 +59,29 @@ def _only_list(data: Any, path: Path) -> list[Any]:
 
 
 def hub_offline() -> bool:
-    return any(
-        os.environ.get(k, "").lower() in ("1", "true", "yes") for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
-    )
+    """Offline when the user says so (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE) or the hub is unreachable."""
+    if any(os.environ.get(k, "").lower() in ("1", "true", "yes") for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
+        return True
+    return not _hub_reachable()
+
+
+@functools.lru_cache(maxsize=1)
+def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    """One quick TCP check per process, so that a machine without network fails fast instead of retrying."""
+    import socket
+
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def hub_rows(task: str, dataset_id: str, split: str, config: str | None = None, **kwargs: Any) -> list[dict[str, Any]]:
     """Rows of a hub dataset split (online only). Offline, fails with a one-line hint about ``data_file``."""
     if hub_offline():
         raise TaskDataError(
-            f"task {task!r} reads hub dataset {dataset_id!r}, but HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set; "
+            f"task {task!r} reads hub dataset {dataset_id!r}, but the hub is offline or unreachable; "
             f"go online or pass a local file with the same schema (data_files={task}=PATH)"
         )
     import datasets

@@ -51,10 +51,12 @@ def naive(name: str, x: dict, reduction: str = "token", teacher_logits=None, **h
     return (loss, *torch.autograd.grad(loss, [x["hs"], x["ws"]]))
 
 
-def chunked(name: str, x: dict, reduction: str = "token", chunk_size: int = 5, teacher: dict | None = None, **hp):
+def chunked(
+    name: str, x: dict, reduction: str = "token", chunk_size: int = 5, teacher: dict | None = None, sub: int = 2, **hp
+):
     teacher = teacher if teacher is not None else {"teacher_hidden": x["ht"], "teacher_weight": x["wt"]}
     loss = chunked_loss(
-        name, x["hs"], x["ws"], mask=x["mask"], reduction=reduction, chunk_size=chunk_size,
+        name, x["hs"], x["ws"], mask=x["mask"], reduction=reduction, chunk_size=chunk_size, loss_chunk_size=sub,
         **teacher, **batch_kwargs(name, x), **hp,
     )  # fmt: skip
     return (loss, *torch.autograd.grad(loss, [x["hs"], x["ws"]]))
@@ -102,11 +104,11 @@ def test_hyperparameters_and_per_sample_alphas_pass_through() -> None:
             assert rel_err(a, b) <= 1e-5
 
 
-@pytest.mark.parametrize("chunk_size", [1, 7, B * T + 5])
-def test_chunk_size_does_not_change_the_result(chunk_size: int) -> None:
+@pytest.mark.parametrize(("chunk_size", "sub"), [(1, 1), (7, 3), (7, 7), (B * T + 5, 4), (B * T + 5, B * T + 5)])
+def test_chunk_size_does_not_change_the_result(chunk_size: int, sub: int) -> None:
     x = make(torch.float64, seed=4)
-    ref = chunked("skew_forward_kl", x, chunk_size=2)
-    for a, b in zip(chunked("skew_forward_kl", x, chunk_size=chunk_size), ref, strict=True):
+    ref = chunked("skew_forward_kl", x, chunk_size=2, sub=1)
+    for a, b in zip(chunked("skew_forward_kl", x, chunk_size=chunk_size, sub=sub), ref, strict=True):
         assert rel_err(a, b) <= 1e-13
 
 
@@ -119,9 +121,9 @@ def test_chunks_never_hold_more_than_chunk_size_tokens(monkeypatch: pytest.Monke
 
     monkeypatch.setitem(LOSSES, "spy", LossSpec(spy))
     x = make(seed=5)
-    chunked("spy", x, chunk_size=4)
+    chunked("spy", x, chunk_size=8, sub=3)
     n_active = int(x["mask"].sum())
-    assert sum(shape[0] for shape in seen) == n_active and max(shape[0] for shape in seen) <= 4
+    assert sum(shape[0] for shape in seen) == n_active and max(shape[0] for shape in seen) <= 3
     assert all(shape[1:] == (1, V) for shape in seen)
 
 
@@ -184,6 +186,20 @@ def test_two_dimensional_hidden_is_one_sequence_and_errors_are_one_line() -> Non
 
 
 def test_default_chunk_size() -> None:
-    assert default_chunk_size(128256) == 64
-    assert default_chunk_size(32000) == 256
+    assert default_chunk_size(128256) == 256
+    assert default_chunk_size(128256, 16 * 2**20) == 32
     assert default_chunk_size(10**9) == 8
+
+
+def test_strided_teacher_logits_and_shape_checks() -> None:
+    """A shifted view of teacher logits (``logits[:, :-1]``) is read in place; a wrong position count raises."""
+    x = make(seed=10)
+    t_full = torch.randn(B, T + 1, V, generator=torch.Generator().manual_seed(11))
+    shifted = t_full[:, :-1]
+    assert not shifted.is_contiguous()
+    ref = naive("skew_forward_kl", x, teacher_logits=shifted)
+    got = chunked("skew_forward_kl", x, teacher={"teacher_logits": shifted})
+    for a, b in zip(got, ref, strict=True):
+        assert rel_err(a, b) <= 1e-5
+    with pytest.raises(ValueError, match="cover the"):
+        chunked("skew_forward_kl", x, teacher={"teacher_logits": t_full})

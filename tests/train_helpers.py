@@ -6,7 +6,21 @@ import json
 import random
 from pathlib import Path
 
-WORDS = ["cat", "dog", "river", "tree", "city", "number", "list", "answer", "question", "word", "model", "student", "teacher"]
+WORDS = [
+    "cat",
+    "dog",
+    "river",
+    "tree",
+    "city",
+    "number",
+    "list",
+    "answer",
+    "question",
+    "word",
+    "model",
+    "student",
+    "teacher",
+]
 
 
 def write_train_data(path: Path, n: int = 48, seed: int = 0) -> Path:

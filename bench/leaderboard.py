@@ -1,0 +1,643 @@
+"""Leaderboard and cost tables: a pure function from evaluation records to Markdown, LaTeX, CSV and JSON.
+
+Records are the JSON files ``<run_dir>/records/*.json`` written by ``bench/run.py`` (schema
+``distillm-bench/record/v1``, one per evaluated model and seed). Nothing here re-runs or re-scores anything:
+``distillm-bench leaderboard RUN_DIR...`` re-renders from the records alone.
+
+Table semantics (also stated in each table's footnote):
+
+- rows: teacher, student init, then the methods in canonical order (sft, kd, seqkd, imitkd, gkd, distillm,
+  distillm2, then others in order of first appearance); columns grouped by category;
+- a cell is the mean ± std over seeds (sample std, ddof=1, with ≥ 2 seeds; a single value otherwise);
+- **Avg.** is, per record, the mean of the higher-is-better task columns, excluding fidelity and pipeline checks;
+  the cell is then its mean ± std over seeds;
+- bold: the best student (every row but the teacher) per column, by ``higher_is_better``; ties are all bold, but
+  a column where every student ties has no bold; pipeline-check columns are not compared;
+- Δ: the change of the headline metric (``fidelity/kl`` if present, else Avg.) against the student init; † marks
+  |Δ| > 2 × the row's seed std (rows with a single seed get no mark).
+
+Records that disagree on schema, suite_hash, a task version or a metric's definition are refused with one line
+naming both records and the field (:class:`RecordError`, a ``ValueError``), as are duplicate (role, method, seed).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distill.atomic import atomic_write_text
+
+SCHEMA = "distillm-bench/record/v1"
+ROLES = ("teacher", "student-init", "method")
+CATEGORY_ORDER = ("fidelity", "instruction", "code", "math", "caption")
+METHOD_ORDER = ("sft", "kd", "seqkd", "imitkd", "gkd", "distillm", "distillm2")
+FORMATS = ("md", "latex", "csv", "json")
+AVERAGE = "average"
+HEADLINE = "fidelity/kl"
+REFERENCE_METHOD = "kd"
+
+
+class RecordError(ValueError):
+    """Records that cannot be tabulated (unreadable, inconsistent, duplicated). One line; CLI exit status 2."""
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str  # metric name, e.g. "fidelity/kl", or AVERAGE
+    label: str
+    category: str  # "" for the average column
+    higher_is_better: bool
+    pipeline_check: bool = False
+
+
+@dataclass
+class Stat:
+    """One cell: the per-seed values of a metric for one row."""
+
+    values: list[float]
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.values) if self.values else None
+
+    @property
+    def std(self) -> float | None:
+        return statistics.stdev(self.values) if len(self.values) >= 2 else None
+
+
+@dataclass
+class Row:
+    label: str
+    role: str
+    method: str | None
+    seeds: list[int | None]
+    cells: dict[str, Stat]
+    delta: float | None = None
+    delta_exceeds_spread: bool = False
+    best: set[str] = field(default_factory=set)  # column keys where this row is (tied) best
+
+
+@dataclass
+class Leaderboard:
+    suite: str
+    suite_hash: str
+    run_ids: list[str]
+    columns: list[Column]
+    rows: list[Row]
+    headline: str | None  # column key of the Δ column's metric
+    footnotes: list[str]
+
+
+# --------------------------------------------------------------------------- records
+
+
+def load_records(run_dirs: list[Path]) -> list[dict[str, Any]]:
+    """Read ``<run_dir>/records/*.json`` of every run dir (sorted by name). Each dict gets ``_source`` (its path)."""
+    records = []
+    for run_dir in run_dirs:
+        files = sorted(Path(run_dir, "records").glob("*.json"))
+        if not files:
+            raise RecordError(f"no records under {Path(run_dir, 'records')}")
+        for path in files:
+            try:
+                rec = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError) as err:
+                raise RecordError(f"cannot read record {path}: {err}") from err
+            if not isinstance(rec, dict):
+                raise RecordError(f"record {path} is not a JSON object")
+            rec["_source"] = str(path)
+            records.append(rec)
+    return records
+
+
+def _name(rec: dict[str, Any]) -> str:
+    if "_source" in rec:
+        return str(rec["_source"])
+    model = rec.get("model") or {}
+    return f"{model.get('role')}/{model.get('method')}/seed={model.get('seed')}"
+
+
+def _model(rec: dict[str, Any]) -> dict[str, Any]:
+    model = rec.get("model")
+    if not isinstance(model, dict) or model.get("role") not in ROLES:
+        raise RecordError(f"record {_name(rec)}: model.role must be one of {', '.join(ROLES)}")
+    if model["role"] == "method" and not model.get("method"):
+        raise RecordError(f"record {_name(rec)}: a method record needs model.method")
+    return model
+
+
+def check_records(records: list[dict[str, Any]]) -> None:
+    """Refuse records that must not share a table (see the module docstring)."""
+    if not records:
+        raise RecordError("no records to tabulate")
+    first = records[0]
+    versions: dict[str, tuple[Any, dict]] = {}
+    infos: dict[str, tuple[dict, dict]] = {}
+    keys: dict[tuple, dict] = {}
+    for rec in records:
+        if rec.get("schema") != SCHEMA:
+            raise RecordError(f"record {_name(rec)}: schema {rec.get('schema')!r} is not {SCHEMA!r}")
+        if not isinstance(rec.get("metrics"), dict):
+            raise RecordError(f"record {_name(rec)}: no metrics object")
+        if rec.get("suite_hash") != first.get("suite_hash"):
+            raise _disagree(first, rec, "suite_hash", first.get("suite_hash"), rec.get("suite_hash"))
+        for task, version in (rec.get("task_versions") or {}).items():
+            other = versions.setdefault(task, (version, rec))
+            if other[0] != version:
+                raise _disagree(other[1], rec, f"task_versions[{task!r}]", other[0], version)
+        for metric, info in (rec.get("metric_info") or {}).items():
+            other_info, other_rec = infos.setdefault(metric, (info, rec))
+            for attr in ("category", "higher_is_better", "pipeline_check"):
+                if other_info.get(attr) != info.get(attr):
+                    raise _disagree(
+                        other_rec, rec, f"metric_info[{metric!r}].{attr}", other_info.get(attr), info.get(attr)
+                    )
+        model = _model(rec)
+        key = (model["role"], model.get("method"), model.get("seed"))
+        if key in keys:
+            raise RecordError(
+                f"records {_name(keys[key])} and {_name(rec)} are duplicates of (role, method, seed) {key}"
+            )
+        keys[key] = rec
+
+
+def _disagree(a: dict, b: dict, what: str, va: Any, vb: Any) -> RecordError:
+    return RecordError(f"records {_name(a)} and {_name(b)} disagree on {what} ({va!r} vs {vb!r}); never mixed")
+
+
+# --------------------------------------------------------------------------- leaderboard
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _columns(records: list[dict[str, Any]]) -> list[Column]:
+    seen: dict[str, Column] = {}
+    for rec in records:
+        infos = rec.get("metric_info") or {}
+        for key in [*infos, *rec["metrics"]]:
+            if key in seen:
+                continue
+            info = infos.get(key) or {}
+            category = info.get("category") or (key.split("/")[0] if key.startswith("fidelity/") else "other")
+            seen[key] = Column(
+                key, str(info.get("label") or key), category, bool(info.get("higher_is_better", True)),
+                bool(info.get("pipeline_check", False)),
+            )  # fmt: skip
+    order = {c: i for i, c in enumerate(CATEGORY_ORDER)}
+    cols = sorted(seen.values(), key=lambda c: order.get(c.category, len(order)))  # stable: keeps first appearance
+    if any(_in_average(c) for c in cols):
+        cols.append(Column(AVERAGE, "Avg.", "", True))
+    return cols
+
+
+def _in_average(col: Column) -> bool:
+    return col.higher_is_better and not col.pipeline_check and col.category not in ("fidelity", "")
+
+
+def _group_key(model: dict[str, Any], first_seen: dict[tuple, int]) -> tuple:
+    role_rank = ROLES.index(model["role"])
+    method = model.get("method")
+    method_rank = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
+    return (role_rank, method_rank, first_seen[(model["role"], method)])
+
+
+def build_leaderboard(records: list[dict[str, Any]]) -> Leaderboard:
+    check_records(records)
+    columns = _columns(records)
+    averaged = [c.key for c in columns if _in_average(c)]
+    groups: dict[tuple, list[dict]] = {}
+    for rec in records:
+        model = rec["model"]
+        groups.setdefault((model["role"], model.get("method")), []).append(rec)
+    first_seen = {k: i for i, k in enumerate(groups)}
+    rows = []
+    for (role, method), recs in sorted(groups.items(), key=lambda kv: _group_key(kv[1][0]["model"], first_seen)):
+        recs = sorted(recs, key=lambda r: (r["model"].get("seed") is not None, r["model"].get("seed") or 0))
+        cells: dict[str, Stat] = {}
+        for col in columns:
+            if col.key == AVERAGE:
+                per_seed = [[_number(r["metrics"].get(k)) for k in averaged] for r in recs]
+                values = [statistics.fmean(v) for v in per_seed if None not in v]  # type: ignore[arg-type]
+            else:
+                values = [v for r in recs if (v := _number(r["metrics"].get(col.key))) is not None]
+            cells[col.key] = Stat(values)
+        default = {"teacher": "Teacher", "student-init": "Student init"}.get(role, str(method))
+        label = str(recs[0]["model"].get("label") or default)
+        rows.append(Row(label, role, method, [r["model"].get("seed") for r in recs], cells))
+
+    keys = {c.key for c in columns}
+    headline = HEADLINE if HEADLINE in keys else (AVERAGE if AVERAGE in keys else None)
+    _mark_best(columns, rows)
+    init = next((r for r in rows if r.role == "student-init"), None)
+    if headline and init is not None and init.cells[headline].mean is not None:
+        for row in rows:
+            stat = row.cells[headline]
+            if row is init or stat.mean is None:
+                continue
+            row.delta = stat.mean - init.cells[headline].mean  # type: ignore[operator]
+            row.delta_exceeds_spread = stat.std is not None and abs(row.delta) > 2 * stat.std
+    first = records[0]
+    run_ids = list(dict.fromkeys(str(r.get("run_id", "")) for r in records))
+    lb = Leaderboard(
+        str(first.get("suite", "")), str(first.get("suite_hash", "")), run_ids, columns, rows, headline, []
+    )
+    lb.footnotes = _footnotes(lb, init is not None)
+    return lb
+
+
+def _mark_best(columns: list[Column], rows: list[Row]) -> None:
+    for col in columns:
+        if col.pipeline_check:
+            continue
+        students = [r for r in rows if r.role != "teacher" and r.cells[col.key].mean is not None]
+        if not students:
+            continue
+        pick = max if col.higher_is_better else min
+        best = pick(r.cells[col.key].mean for r in students)  # type: ignore[type-var]
+        tied = [r for r in students if math.isclose(r.cells[col.key].mean, best, rel_tol=1e-9, abs_tol=1e-12)]  # type: ignore[arg-type]
+        if len(students) > 1 and len(tied) == len(students):
+            continue  # every student ties: nothing is best
+        for r in tied:
+            r.best.add(col.key)
+
+
+def _footnotes(lb: Leaderboard, has_init: bool) -> list[str]:
+    notes = [
+        "Cells: mean ± std over seeds (sample std, n = seeds); a single value where n = 1. "
+        "↑/↓: higher/lower is better. Bold: best student per column (the teacher row excluded; ties all bold, "
+        "none where every student ties)."
+    ]
+    if any(c.key == AVERAGE for c in lb.columns):
+        notes.append(
+            "Avg.: per seed, the mean of the higher-is-better task columns, excluding fidelity and pipeline checks."
+        )
+    if lb.headline:
+        head = next(c for c in lb.columns if c.key == lb.headline)
+        if has_init:
+            notes.append(
+                f"Δ: change of {head.label} ({'higher' if head.higher_is_better else 'lower'} is better) against the "
+                "student init; † marks |Δ| > 2 × the row's seed std (no mark with a single seed)."
+            )
+        else:
+            notes.append("Δ: no student-init record, so no change is shown.")
+    if any(c.pipeline_check for c in lb.columns):
+        notes.append("* pipeline check: the teacher scores ≈ 0, no method difference is measurable (not bolded).")
+    return notes
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def fmt_num(x: float) -> str:
+    if abs(x) >= 100:
+        return f"{x:.1f}"
+    if abs(x) >= 10:
+        return f"{x:.2f}"
+    return f"{x:.3f}"
+
+
+def _cell_text(stat: Stat, pm: str) -> str:
+    if stat.mean is None:
+        return "–"
+    return fmt_num(stat.mean) if stat.std is None else f"{fmt_num(stat.mean)}{pm}{fmt_num(stat.std)}"
+
+
+def _delta_text(row: Row, dagger: str) -> str:
+    if row.delta is None:
+        return "–"
+    return f"{row.delta:+.3f}{dagger if row.delta_exceeds_spread else ''}"
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("*", "\\*").replace("_", "\\_")
+
+
+def _md_doc(title: str, header: list[str], rows: list[list[str]], notes: list[str]) -> str:
+    """A title line, a pipe table (first column left-aligned, the others right-aligned) and bullet footnotes."""
+    widths = [max(3, *(len(r[i]) for r in [header, *rows])) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        padded = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))]
+        return "| " + " | ".join(padded) + " |"
+
+    sep = line(["-" * widths[0], *[("-" * (w - 1) + ":") for w in widths[1:]]])
+    table = "\n".join([line(header), sep, *[line(r) for r in rows]])
+    return f"{title}\n\n{table}\n\n" + "".join(f"- {_md_escape(n)}\n" for n in notes)
+
+
+_TEX_CHARS = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+    "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "|": r"\textbar{}", "<": r"\textless{}",
+    ">": r"\textgreater{}", "±": r"$\pm$", "×": r"$\times$", "†": r"$^\dagger$", "≈": r"$\approx$", "‖": r"$\|$",
+    "Δ": r"$\Delta$", "φ": r"$\phi$", "α": r"$\alpha$", "β": r"$\beta$", "↑": r"$\uparrow$", "↓": r"$\downarrow$",
+    "–": "--", "—": "---", "·": r"$\cdot$", "≥": r"$\geq$", "≤": r"$\leq$",
+}  # fmt: skip
+
+
+def tex_escape(text: str) -> str:
+    """Escape for LaTeX text mode (pdflatex-safe: other non-ASCII characters become '?')."""
+    return "".join(_TEX_CHARS.get(ch, ch if ch.isascii() else "?") for ch in text)
+
+
+def _tex_doc(caption: str, label: str, ncols: int, head: list[str], body: list[str], notes: list[str]) -> str:
+    """A booktabs ``table`` float. The tabular is scaled down to the line width when it is wider and graphicx is
+    loaded (``\resizebox``); without graphicx it keeps its natural width. Only booktabs is required."""
+    note = " ".join(tex_escape(n).replace("* pipeline", "$^*$ pipeline") for n in notes)
+    lines = [
+        f"% distillm-bench {label}: needs \\usepackage{{booktabs}} (graphicx optional: scales the table to fit)",
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\small",
+        rf"\caption{{{caption}}}",
+        rf"\label{{tab:{label}}}",
+        r"\setbox0=\hbox{%",
+        r"\begin{tabular}{l" + "r" * (ncols - 1) + "}",
+        r"\toprule",
+        *head,
+        r"\midrule",
+        *body,
+        r"\bottomrule",
+        r"\end{tabular}}%",
+        r"\ifdim\wd0>\linewidth\ifdefined\resizebox\resizebox{\linewidth}{!}{\box0}\else\box0\fi\else\box0\fi",
+        r"\par\smallskip",
+        r"\begin{minipage}{\linewidth}\footnotesize",
+        note,
+        r"\end{minipage}",
+        r"\end{table}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _header_label(col: Column) -> str:
+    star = "*" if col.pipeline_check else ""
+    return f"{col.label}{star} {'↑' if col.higher_is_better else '↓'}"
+
+
+def _tex_header(col: Column) -> str:
+    star = "$^*$" if col.pipeline_check else ""
+    arrow = r"$\uparrow$" if col.higher_is_better else r"$\downarrow$"
+    return f"{tex_escape(col.label)}{star} {arrow}"
+
+
+def _delta_header(lb: Leaderboard) -> str:
+    head = next((c for c in lb.columns if c.key == lb.headline), None)
+    return f"Δ {head.label}" if head else "Δ"
+
+
+def _csv_text(header: list[str], rows: list[list[Any]]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows([header, *rows])
+    return buf.getvalue()
+
+
+def _csv_num(x: float | None) -> str:
+    return "" if x is None else repr(x)
+
+
+def render(lb: Leaderboard, fmt: str) -> str:
+    """The leaderboard as Markdown (``md``), a LaTeX table float (``latex``), ``csv`` or ``json``."""
+    if fmt == "md":
+        header = ["Model", "n"]
+        for col in lb.columns:
+            header.append(_md_escape(f"{col.category.capitalize()}: " * bool(col.category) + _header_label(col)))
+        rows = []
+        for row in lb.rows:
+            cells = [_md_escape(row.label), str(len(row.seeds))]
+            for col in lb.columns:
+                text = _cell_text(row.cells[col.key], " ± ")
+                cells.append(f"**{text}**" if col.key in row.best else text)
+            rows.append([*cells, _delta_text(row, "†")])
+        title = f"**Leaderboard**: suite `{lb.suite}` (hash `{lb.suite_hash}`), run {', '.join(lb.run_ids)}"
+        return _md_doc(title, [*header, _md_escape(_delta_header(lb))], rows, lb.footnotes)
+    if fmt == "latex":
+        return _render_latex(lb)
+    if fmt == "csv":
+        header = ["model", "role", "method", "n", "seeds"]
+        header += [f"{c.key}/{stat}" for c in lb.columns for stat in ("mean", "std")]
+        rows = []
+        for row in lb.rows:
+            line: list[Any] = [row.label, row.role, row.method or "", len(row.seeds), ";".join(map(str, row.seeds))]
+            line += [_csv_num(x) for c in lb.columns for x in (row.cells[c.key].mean, row.cells[c.key].std)]
+            best = ";".join(c.key for c in lb.columns if c.key in row.best)
+            rows.append([*line, _csv_num(row.delta), int(row.delta_exceeds_spread), best])
+        return _csv_text([*header, "delta", "delta_exceeds_spread", "best"], rows)
+    if fmt == "json":
+        return json.dumps(leaderboard_to_dict(lb), indent=2) + "\n"
+    raise ValueError(f"unknown format {fmt!r}; allowed: {', '.join(FORMATS)}")
+
+
+def _tex_category_header(columns: list[Column], offset: int) -> list[str]:
+    """The ``\\multicolumn`` category row and its ``\\cmidrule``s; ``offset`` leading columns stay empty."""
+    spans: list[tuple[str, int, int]] = []  # (category, first column index, count)
+    for i, col in enumerate(columns):
+        if spans and spans[-1][0] == col.category:
+            spans[-1] = (col.category, spans[-1][1], spans[-1][2] + 1)
+        else:
+            spans.append((col.category, i, 1))
+    cells, rules = [""] * offset, []
+    for category, start, count in spans:
+        if not category:
+            cells.extend([""] * count)
+            continue
+        cells.append(rf"\multicolumn{{{count}}}{{c}}{{{tex_escape(category.capitalize())}}}")
+        first = offset + start + 1
+        rules.append(rf"\cmidrule(lr){{{first}-{first + count - 1}}}")
+    return [" & ".join(cells) + r" \\", " ".join(rules)]
+
+
+def _render_latex(lb: Leaderboard) -> str:
+    header = ["Model", "$n$", *[_tex_header(c) for c in lb.columns], tex_escape(_delta_header(lb))]
+    body: list[str] = []
+    for i, row in enumerate(lb.rows):
+        if i and row.role != lb.rows[i - 1].role and lb.rows[i - 1].role != "student-init":
+            body.append(r"\midrule")  # the teacher apart from the students
+        cells = [tex_escape(row.label), str(len(row.seeds))]
+        for col in lb.columns:
+            text = _cell_text(row.cells[col.key], r" $\pm$ ").replace("–", "--")
+            cells.append(rf"\textbf{{{text}}}" if col.key in row.best else text)
+        delta = _delta_text(row, r"$^\dagger$").replace("–", "--")
+        cells.append("$-$" + delta[1:] if delta.startswith("-") else delta)
+        body.append(" & ".join(cells) + r" \\")
+    caption = (
+        f"Leaderboard of suite \\texttt{{{tex_escape(lb.suite)}}} "
+        f"(suite hash \\texttt{{{tex_escape(lb.suite_hash)}}}; run {tex_escape(', '.join(lb.run_ids))})."
+    )
+    head = [*_tex_category_header(lb.columns, offset=2), " & ".join(header) + r" \\"]
+    return _tex_doc(caption, "leaderboard", len(header), head, body, lb.footnotes)
+
+
+def leaderboard_to_dict(lb: Leaderboard) -> dict[str, Any]:
+    rows = [
+        {"label": r.label, "role": r.role, "method": r.method, "seeds": r.seeds,
+         "cells": {k: {"mean": s.mean, "std": s.std, "n": s.n, "values": s.values} for k, s in r.cells.items()},
+         "delta": r.delta, "delta_exceeds_spread": r.delta_exceeds_spread,
+         "best": [c.key for c in lb.columns if c.key in r.best]}
+        for r in lb.rows
+    ]  # fmt: skip
+    return {"schema": "distillm-bench/leaderboard/v1", "suite": lb.suite, "suite_hash": lb.suite_hash,
+            "run_ids": lb.run_ids, "headline": lb.headline, "columns": [vars(c) for c in lb.columns], "rows": rows,
+            "footnotes": lb.footnotes}  # fmt: skip
+
+
+# --------------------------------------------------------------------------- cost table
+
+COST_FIELDS = (  # (train key, header)
+    ("wall_s", "Train wall time (s)"),
+    ("tokens_per_s", "Tokens/s"),
+    ("generation_share", "Generation share"),
+    ("peak_rss_mib", "Peak memory (MiB)"),
+)
+
+
+@dataclass
+class CostRow:
+    label: str
+    method: str
+    seeds: list[int | None]
+    cells: dict[str, Stat]  # COST_FIELDS key -> per-seed values
+    ratios: dict[str, float | None]  # mean / KD's mean
+
+
+@dataclass
+class CostTable:
+    suite: str
+    suite_hash: str
+    rows: list[CostRow]
+    reference: str | None  # the method the ratios are relative to (KD), None when absent
+    footnotes: list[str]
+
+
+def build_cost_table(records: list[dict[str, Any]]) -> CostTable:
+    """One row per method (teacher and student init excluded): each cost's mean over seeds and its ratio to KD."""
+    lb = build_leaderboard(records)  # validation and row order
+    by_group: dict[str | None, list[dict]] = {}
+    for rec in records:
+        if rec["model"]["role"] == "method":
+            by_group.setdefault(rec["model"]["method"], []).append(rec)
+    rows = []
+    for lrow in lb.rows:
+        if lrow.role != "method":
+            continue
+        trains = [r.get("train") or {} for r in by_group[lrow.method]]
+        cells = {key: Stat([v for t in trains if (v := _number(t.get(key))) is not None]) for key, _ in COST_FIELDS}
+        rows.append(CostRow(lrow.label, str(lrow.method), lrow.seeds, cells, {}))
+    ref = next((r for r in rows if r.method == REFERENCE_METHOD), None)
+    for row in rows:
+        for key, _ in COST_FIELDS:
+            base = ref.cells[key].mean if ref else None
+            mean = row.cells[key].mean
+            row.ratios[key] = mean / base if mean is not None and base else None
+    notes = [
+        "Mean over seeds of each method's training stage. Generation share: generation time / train wall time. "
+        "Peak memory: peak resident set size."
+    ]
+    if ref:
+        notes.append(
+            f"×{ref.label}: the mean divided by {ref.label}'s ({ref.label} = 1.00×), as in DistiLLM's efficiency "
+            f"comparison; – where {ref.label}'s value is 0 or missing."
+        )
+    else:
+        notes.append("No KD row: ratios are not shown.")
+    return CostTable(lb.suite, lb.suite_hash, rows, ref.label if ref else None, notes)
+
+
+def _cost_value(key: str, stat: Stat) -> str:
+    if stat.mean is None:
+        return "–"
+    if key == "generation_share":
+        return f"{100 * stat.mean:.0f}%"
+    return f"{stat.mean:.0f}" if key in ("tokens_per_s", "peak_rss_mib") else f"{stat.mean:.1f}"
+
+
+def _ratio_text(x: float | None, times: str) -> str:
+    return "–" if x is None else f"{x:.2f}{times}"
+
+
+def _cost_grid(cost: CostTable, times: str) -> tuple[list[str], list[list[str]]]:
+    header = ["Method", "n"]
+    for _, title in COST_FIELDS:
+        header += [title, f"×{cost.reference}"] if cost.reference else [title]
+    rows = []
+    for row in cost.rows:
+        cells = [row.label, str(len(row.seeds))]
+        for key, _ in COST_FIELDS:
+            cells.append(_cost_value(key, row.cells[key]))
+            if cost.reference:
+                cells.append(_ratio_text(row.ratios[key], times))
+        rows.append(cells)
+    return header, rows
+
+
+def render_cost(cost: CostTable, fmt: str) -> str:
+    """The cost table as Markdown (``md``), a LaTeX table float (``latex``), ``csv`` or ``json``."""
+    keys = [k for k, _ in COST_FIELDS]
+    if fmt in ("md", "latex"):
+        header, rows = _cost_grid(cost, "×")
+        if fmt == "md":
+            title = f"**Cost per method**: suite `{cost.suite}` (hash `{cost.suite_hash}`)"
+            return _md_doc(title, [_md_escape(h) for h in header], rows, cost.footnotes)
+        caption = f"Training cost per method, suite \\texttt{{{tex_escape(cost.suite)}}}."
+        head = [" & ".join(tex_escape(h) for h in header) + r" \\"]
+        body = [" & ".join(tex_escape(c) for c in r) + r" \\" for r in rows]
+        return _tex_doc(caption, "cost", len(header), head, body, cost.footnotes)
+    if fmt == "csv":
+        header = ["method", "label", "n", *keys, *[f"{k}/ratio_to_{REFERENCE_METHOD}" for k in keys]]
+        rows = [
+            [r.method, r.label, len(r.seeds), *[_csv_num(r.cells[k].mean) for k in keys],
+             *[_csv_num(r.ratios[k]) for k in keys]]
+            for r in cost.rows
+        ]  # fmt: skip
+        return _csv_text(header, rows)
+    if fmt == "json":
+        rows = [
+            {"method": r.method, "label": r.label, "seeds": r.seeds, "mean": {k: s.mean for k, s in r.cells.items()},
+             "values": {k: s.values for k, s in r.cells.items()}, "ratio": r.ratios}
+            for r in cost.rows
+        ]  # fmt: skip
+        out = {"schema": "distillm-bench/cost/v1", "suite": cost.suite, "suite_hash": cost.suite_hash,
+               "reference": cost.reference, "rows": rows, "footnotes": cost.footnotes}  # fmt: skip
+        return json.dumps(out, indent=2) + "\n"
+    raise ValueError(f"unknown format {fmt!r}; allowed: {', '.join(FORMATS)}")
+
+
+# --------------------------------------------------------------------------- files
+
+TABLE_FILES = {
+    "md": "leaderboard.md",
+    "latex": "leaderboard.tex",
+    "csv": "leaderboard.csv",
+    "json": "leaderboard.json",
+}
+COST_FILES = {"md": "cost.md", "latex": "cost.tex", "csv": "cost.csv"}
+
+
+def write_all(run_dir: Path, records: list[dict[str, Any]] | None = None) -> list[Path]:
+    """Write the leaderboard (md, tex, csv, json) and cost table (md, tex, csv) into ``run_dir``, atomically.
+
+    ``records`` defaults to the run dir's own records; pass them to render several run dirs into one place.
+    """
+    run_dir = Path(run_dir)
+    records = load_records([run_dir]) if records is None else records
+    lb, cost = build_leaderboard(records), build_cost_table(records)
+    written = []
+    for fmt, name in TABLE_FILES.items():
+        atomic_write_text(run_dir / name, render(lb, fmt))
+        written.append(run_dir / name)
+    for fmt, name in COST_FILES.items():
+        atomic_write_text(run_dir / name, render_cost(cost, fmt))
+        written.append(run_dir / name)
+    return written

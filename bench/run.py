@@ -1,0 +1,590 @@
+"""``distillm-bench run``: a suite from models to leaderboard, as content-addressed stages.
+
+Stages, in order (``bench/suite.py`` configures them):
+
+1. ``teacher``: (smoke suites) train the tiny teacher by SFT on the smoke tasks' gold answers;
+2. ``prompts``: distillation prompts from the task registry's decontaminated pools (train + held-out);
+3. ``responses``: the teacher's responses to every prompt: the suite's fixed "ground truth";
+4. ``init``: the student initialisation by SFT on those responses;
+5. ``train:<method>:s<seed>``: every method and seed from the init, with an equal token budget;
+6. ``eval:<model>``: fidelity to the teacher on held-out prompts plus the suite's tasks, for the teacher, the init
+   and every trained student; each writes a record under ``<run>/records/``;
+7. the leaderboard tables and plots, re-rendered from the records.
+
+Every stage's key is a hash of its resolved config and of its inputs' keys. Its outputs live in
+``<run>/stages/<stage>-<key>/`` and a ``done.json`` written last marks it finished: a rerun skips finished stages,
+and a killed run picks up where it stopped (training stages also resume from their own checkpoints).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.suite import SuiteConfig, as_dict
+from distill.atomic import atomic_write_json, atomic_write_jsonl
+from distill.config import load_config, save_config
+
+RECORD_SCHEMA = "distillm-bench/record/v1"
+METHOD_LABELS = {
+    "sft": "SFT",
+    "kd": "KD",
+    "seqkd": "SeqKD",
+    "imitkd": "ImitKD",
+    "gkd": "GKD",
+    "distillm": "DistiLLM",
+    "distillm2": "DistiLLM-2",
+    "distillm_v1_batched": "DistiLLM (batched)",
+    "dpkd": "DPKD",
+}
+
+
+def _sha(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+@dataclass
+class Stage:
+    name: str
+    key: str
+    run: Callable[[Path], dict[str, Any]]
+    estimate_s: float
+    deps: list[str] = field(default_factory=list)
+
+    def dir(self, run_dir: Path) -> Path:
+        return run_dir / "stages" / f"{self.name.replace(':', '-')}-{self.key}"
+
+    def done(self, run_dir: Path) -> dict[str, Any] | None:
+        marker = self.dir(run_dir) / "done.json"
+        return json.loads(marker.read_text()) if marker.is_file() else None
+
+
+class PeakRSS:
+    """Peak resident memory of this process while a block runs (sampled from /proc every 0.2 s)."""
+
+    def __enter__(self) -> PeakRSS:
+        self.peak, self._stop = _rss_mib(), threading.Event()
+        self._t = threading.Thread(target=self._watch, daemon=True)
+        self._t.start()
+        return self
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.2):
+            self.peak = max(self.peak, _rss_mib())
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._t.join()
+        self.peak = max(self.peak, _rss_mib())
+
+
+def _rss_mib() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+class SuiteRun:
+    """Builds the stage graph of a suite and runs it."""
+
+    def __init__(self, cfg: SuiteConfig):
+        self.cfg = cfg
+        self.run_dir = Path(cfg.output_root) / cfg.resolved_run_id
+        self.stages: list[Stage] = []
+        self._build()
+
+    # ------------------------------------------------------------------ graph
+    def _add(self, name: str, spec: Any, deps: list[str], run, estimate: float) -> Stage:
+        keys = [self.by_name(d).key for d in deps]
+        stage = Stage(name, _sha({"name": name, "spec": spec, "deps": keys}), run, estimate, deps)
+        self.stages.append(stage)
+        return stage
+
+    def by_name(self, name: str) -> Stage:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def _build(self) -> None:
+        c, est = self.cfg, self.cfg.estimate
+        teacher_deps = []
+        if c.teacher_train.enabled:
+            self._add(
+                "teacher",
+                {"model": as_dict(c)["teacher"], "train": as_dict(c)["teacher_train"]},
+                [],
+                self._run_teacher,
+                est.teacher_train_s,
+            )
+            teacher_deps = ["teacher"]
+        self._add("prompts", as_dict(c)["prompts"], [], self._run_prompts, 2.0)
+        n_prompts = c.prompts.n_train + c.prompts.n_heldout
+        self._add(
+            "responses",
+            {"teacher": as_dict(c)["teacher"], "sampling": as_dict(c)["teacher_sampling"]},
+            ["prompts", *teacher_deps],
+            self._run_responses,
+            est.teacher_gen_s_per_prompt * n_prompts,
+        )
+        shape = {k: as_dict(c)["train"][k] for k in ("max_prompt_len", "max_len", "mixed_precision")}
+        init_spec = {"student": as_dict(c)["student"], "init": as_dict(c)["init"], "train": shape}
+        self._add(
+            "init",
+            init_spec,
+            ["responses", *teacher_deps],
+            self._run_init,
+            est.init_s_per_example_epoch * c.prompts.n_train * c.init.epochs + 10,
+        )
+        train_spec = {k: v for k, v in as_dict(c)["train"].items() if k != "method_overrides"}
+        for method in c.methods:
+            for seed in c.seeds:
+                spec = {
+                    "method": method,
+                    "seed": seed,
+                    "train": train_spec,
+                    "method_overrides": c.train.method_overrides.get(method, []),
+                }
+                tokens = c.train.token_budget or c.train.epochs * c.prompts.n_train * c.teacher_sampling.max_new_tokens
+                cost = est.train_s_per_1k_tokens.get(method, 2.0) * tokens / 1000 + 8
+                self._add(
+                    f"train:{method}:s{seed}",
+                    spec,
+                    ["init", "responses", *teacher_deps],
+                    self._trainer(method, seed),
+                    cost,
+                )
+        eval_spec = as_dict(c)["eval"] | {"pipeline": list(c.eval.pipeline_checks)}
+        self._add(
+            "eval:teacher",
+            eval_spec,
+            ["responses", *teacher_deps],
+            self._evaluator("teacher", None, None),
+            est.eval_s_per_model * 1.6,
+        )
+        self._add(
+            "eval:init",
+            eval_spec,
+            ["responses", "init"],
+            self._evaluator("student-init", None, None),
+            est.eval_s_per_model,
+        )
+        for method in c.methods:
+            for seed in c.seeds:
+                self._add(
+                    f"eval:{method}:s{seed}",
+                    eval_spec,
+                    ["responses", f"train:{method}:s{seed}"],
+                    self._evaluator("method", method, seed),
+                    est.eval_s_per_model,
+                )
+
+    # ------------------------------------------------------------------ execution
+    def plan(self) -> list[dict[str, Any]]:
+        rows = []
+        for s in self.stages:
+            done = s.done(self.run_dir)
+            rows.append(
+                {
+                    "stage": s.name,
+                    "key": s.key,
+                    "status": "cached" if done else "todo",
+                    "estimate_s": 0.0 if done else round(s.estimate_s, 1),
+                }
+            )
+        return rows
+
+    def run(self, force: list[str] = (), progress: bool = True) -> dict[str, Any]:
+        from tqdm.auto import tqdm
+
+        from bench.leaderboard import write_all
+        from bench.plots import write_plots
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(self.cfg, self.run_dir / "suite.yaml")
+        if self.cfg.threads:
+            import torch
+
+            torch.set_num_threads(self.cfg.threads)
+        forced = [s for s in self.stages if any(s.name == f or s.name.startswith(f + ":") for f in force)]
+        unknown = [f for f in force if not any(s.name == f or s.name.startswith(f + ":") for s in self.stages)]
+        if unknown:
+            raise ValueError(
+                f"--force {unknown[0]!r} matches no stage; stages: {', '.join(s.name for s in self.stages)}"
+            )
+        for s in forced:
+            shutil.rmtree(s.dir(self.run_dir), ignore_errors=True)
+        t0, ran, skipped = time.perf_counter(), [], []
+        bar = tqdm(self.stages, desc=f"suite {self.cfg.name}", unit="stage", disable=not progress, position=0)
+        for s in bar:
+            bar.set_postfix_str(s.name)
+            if s.done(self.run_dir):
+                skipped.append(s.name)
+                continue
+            d = s.dir(self.run_dir)
+            d.mkdir(parents=True, exist_ok=True)
+            start = time.perf_counter()
+            out = s.run(d)
+            atomic_write_json(
+                d / "done.json", {"stage": s.name, "key": s.key, "seconds": time.perf_counter() - start, **out}
+            )
+            ran.append(s.name)
+            _fault_hook(len(ran))
+        bar.close()
+        records = self._collect_records()
+        written = write_all(self.run_dir) + write_plots(self.run_dir, records)
+        summary = {
+            "run_dir": str(self.run_dir),
+            "ran": ran,
+            "skipped": skipped,
+            "wall_s": round(time.perf_counter() - t0, 1),
+            "records": len(records),
+            "outputs": [str(p) for p in written],
+        }
+        atomic_write_json(self.run_dir / "run_summary.json", summary)
+        return summary
+
+    def _collect_records(self) -> list[dict[str, Any]]:
+        return [json.loads(p.read_text()) for p in sorted((self.run_dir / "records").glob("*.json"))]
+
+    def output(self, name: str) -> dict[str, Any]:
+        done = self.by_name(name).done(self.run_dir)
+        if done is None:
+            raise RuntimeError(f"stage {name} has not finished")
+        return done
+
+    # ------------------------------------------------------------------ stage bodies
+    def _teacher_model(self):
+        from distill.models import ModelConfig
+
+        c = self.cfg
+        if c.teacher_train.enabled:
+            return ModelConfig(name=self.output("teacher")["model"], dtype=c.teacher.dtype)
+        return c.teacher
+
+    def _run_teacher(self, d: Path) -> dict[str, Any]:
+        from tasks import get_task
+
+        tt = self.cfg.teacher_train
+        rows = []
+        for name in tt.tasks:
+            task = get_task(name)
+            for ex in task.examples("train")[: tt.examples_per_task]:
+                rows.append({"prompt": task.prompt(ex), "response": task.gold(ex).strip()})
+        atomic_write_jsonl(d / "gold.jsonl", rows)
+        base = as_dict(self.cfg)["teacher"]
+        overrides = [
+            "method=sft",
+            f"teacher.name={base['name']}",
+            f"student.name={base['name']}",
+            f"data.train_file={d / 'gold.jsonl'}",
+            "data.val_fraction=0",
+            f"optim.epochs={tt.epochs}",
+            f"optim.lr={tt.lr}",
+            f"optim.batch_size={tt.batch_size}",
+            f"output_dir={d / 'train'}",
+            "resume=auto",
+            "data.max_len=256",
+            "data.max_prompt_len=192",
+        ]
+        summary = self._train(overrides)
+        return {"model": str(d / "train" / "final"), "train": summary}
+
+    def _run_prompts(self, d: Path) -> dict[str, Any]:
+        from tasks.prompts import load_pool
+
+        p = self.cfg.prompts
+        per_pool = -(-(p.n_train + p.n_heldout) // len(p.pools))
+        rows = []
+        for name in p.pools:
+            rows.extend(load_pool(name, limit=per_pool, seed=p.seed, data_file=p.data_files.get(name)))
+        import random
+
+        random.Random(p.seed).shuffle(rows)
+        need = p.n_train + p.n_heldout
+        if len(rows) < need:
+            raise ValueError(f"prompt pools {p.pools} hold {len(rows)} prompts; the suite needs {need}")
+        rows = rows[:need]
+        keep = ("prompt", "pool", "response")
+        train = [{k: r.get(k) for k in keep} for r in rows[: p.n_train]]
+        held = [{k: r.get(k) for k in keep} for r in rows[p.n_train :]]
+        if p.responses_from == "pool" and any(r["response"] is None for r in train + held):
+            raise ValueError(f"prompts.responses_from=pool, but pools {p.pools} have prompts without responses")
+        atomic_write_jsonl(d / "train_prompts.jsonl", train)
+        atomic_write_jsonl(d / "heldout_prompts.jsonl", held)
+        return {
+            "train": str(d / "train_prompts.jsonl"),
+            "heldout": str(d / "heldout_prompts.jsonl"),
+            "n_train": len(train),
+            "n_heldout": len(held),
+        }
+
+    def _run_responses(self, d: Path) -> dict[str, Any]:
+        from distill.generation import HFGenerator
+        from distill.models import load_from_config
+
+        c = self.cfg
+        model, tok = load_from_config(self._teacher_model())
+        gen = HFGenerator(model, tok, batch_size=c.train.gen_batch_size)
+        out = {}
+        for split in ("train", "heldout"):
+            src = [json.loads(x) for x in Path(self.output("prompts")[split]).read_text().splitlines()]
+            prompts = [r["prompt"] for r in src]
+            if c.prompts.responses_from == "pool":  # the dataset's own ground truth (e.g. Dolly in DistiLLM)
+                rows = [
+                    {
+                        "prompt": r["prompt"],
+                        "response": r["response"],
+                        "finish_reason": "data",
+                        "tokens": len(tok(r["response"])["input_ids"]),
+                    }
+                    for r in src
+                ]
+            else:
+                comps = gen.generate(prompts, c.teacher_sampling)
+                rows = [
+                    {
+                        "prompt": p,
+                        "response": cs[0].text,
+                        "finish_reason": cs[0].finish_reason,
+                        "tokens": len(cs[0].token_ids),
+                    }
+                    for p, cs in zip(prompts, comps, strict=True)
+                ]
+            atomic_write_jsonl(d / f"{split}.jsonl", rows)
+            out[split] = str(d / f"{split}.jsonl")
+            out[f"{split}_tokens"] = sum(r["tokens"] for r in rows)
+        return out
+
+    def _common_train(self, out_dir: Path) -> list[str]:
+        c, t = self.cfg, self.cfg.train
+        tm = self._teacher_model()
+        ov = [
+            f"teacher.name={tm.name}",
+            f"teacher.dtype={tm.dtype}",
+            f"data.train_file={self.output('responses')['train']}",
+            f"data.val_file={self.output('responses')['heldout']}",
+            "data.val_fraction=0",
+            f"data.max_prompt_len={t.max_prompt_len}",
+            f"data.max_len={t.max_len}",
+            f"output_dir={out_dir}",
+            f"mixed_precision={t.mixed_precision}",
+            f"gen_batch_size={t.gen_batch_size}",
+            "resume=auto",
+            f"student_sampling.max_new_tokens={t.student_max_new_tokens}",
+            f"teacher_sampling.max_new_tokens={c.teacher_sampling.max_new_tokens}",
+            f"teacher_sampling.temperature={c.teacher_sampling.temperature}",
+            f"teacher_sampling.top_p={c.teacher_sampling.top_p}",
+        ]
+        if c.cache_dir:
+            ov.append(f"cache_dir={c.cache_dir}")
+        for key, value in (("prune_layers", tm.prune_layers), ("cache_dir", tm.cache_dir)):
+            if value is not None:
+                ov.append(f"teacher.{key}={value}")
+        return ov
+
+    def _train(self, overrides: list[str]) -> dict[str, Any]:
+        from distill.train import TrainConfig, train
+
+        cfg = load_config(TrainConfig, None, overrides)
+        with PeakRSS() as rss:
+            summary = train(cfg)
+        return {**summary, "peak_rss_mib": round(rss.peak, 1), "metrics": str(Path(cfg.output_dir) / "metrics.jsonl")}
+
+    def _run_init(self, d: Path) -> dict[str, Any]:
+        c = self.cfg
+        s = as_dict(c)["student"]
+        if s["name"] == "@teacher":  # derive the student from the (possibly freshly trained) teacher
+            s["name"] = self._teacher_model().name
+        ov = self._common_train(d / "train")
+        ov += [f"student.{k}={v}" for k, v in s.items() if v is not None and k != "prune_layer_ids"]
+        if s.get("prune_layer_ids") is not None:
+            ov.append(f"student.prune_layer_ids={s['prune_layer_ids']}")
+        if not c.init.enabled:  # no SFT: the "init" is the raw (pruned) student, saved as is
+            ov += ["optim.max_steps=1", "optim.lr=1e-12"]
+        ov += [
+            "method=sft",
+            f"optim.epochs={c.init.epochs}",
+            f"optim.lr={c.init.lr}",
+            f"optim.batch_size={c.init.batch_size}",
+            f"seed={c.prompts.seed}",
+        ]
+        summary = self._train(ov)
+        return {"model": str(d / "train" / "final"), "train": summary}
+
+    def _trainer(self, method: str, seed: int) -> Callable[[Path], dict[str, Any]]:
+        def run(d: Path) -> dict[str, Any]:
+            t = self.cfg.train
+            ov = self._common_train(d / "train")
+            ov += [
+                f"method={method}",
+                f"student.name={self.output('init')['model']}",
+                f"seed={seed}",
+                f"optim.lr={t.lr}",
+                f"optim.batch_size={t.batch_size}",
+                f"optim.warmup_steps={t.warmup_steps}",
+                f"optim.grad_accum={t.grad_accum}",
+                *(
+                    [f"optim.max_tokens={t.token_budget}", "optim.epochs=100"]
+                    if t.token_budget
+                    else [f"optim.epochs={t.epochs}"]
+                ),
+                *t.overrides,
+                *t.method_overrides.get(method, []),
+            ]
+            summary = self._train(ov)
+            return {"model": str(d / "train" / "final"), "train": summary}
+
+        return run
+
+    def _evaluator(self, role: str, method: str | None, seed: int | None) -> Callable[[Path], dict[str, Any]]:
+        def run(d: Path) -> dict[str, Any]:
+            return self._evaluate(d, role, method, seed)
+
+        return run
+
+    def _evaluate(self, d: Path, role: str, method: str | None, seed: int | None) -> dict[str, Any]:
+        from bench.fidelity import METRIC_INFO, fidelity, read_heldout, teacher_logprobs
+        from distill.data import encode_example
+        from distill.models import ModelConfig, load_from_config
+
+        c = self.cfg
+        tcfg = self._teacher_model()
+        if role == "teacher":
+            mcfg, label, path, train = tcfg, "Teacher", tcfg.name, None
+        else:
+            stage = "init" if role == "student-init" else f"train:{method}:s{seed}"
+            out = self.output(stage)
+            path, train = out["model"], out["train"]
+            mcfg = ModelConfig(name=path, dtype=c.eval.dtype)
+            label = "Student init (SFT)" if role == "student-init" else METHOD_LABELS.get(method, method)
+        metrics: dict[str, float] = {}
+        info: dict[str, dict[str, Any]] = {}
+        samples: dict[str, str] = {}
+        if c.eval.fidelity:
+            teacher, tok = load_from_config(tcfg)
+            model, _ = (teacher, tok) if role == "teacher" else load_from_config(mcfg)
+            held = read_heldout(Path(self.output("responses")["heldout"]))
+            rows = [encode_example(tok, e, c.train.max_prompt_len, c.train.max_len) for e in held]
+            from distill.models import aligned_vocab_size
+
+            vocab = aligned_vocab_size(teacher, model, tok, tok)
+            t_lp = teacher_logprobs(
+                self.output("responses")["heldout"] + tcfg.name,
+                teacher,
+                rows,
+                tok.pad_token_id,
+                vocab,
+                c.eval.batch_size,
+            )
+            fm, fs = fidelity(
+                model,
+                tok,
+                held,
+                t_lp,
+                max_prompt_len=c.train.max_prompt_len,
+                max_len=c.train.max_len,
+                batch_size=c.eval.batch_size,
+                max_new_tokens=c.eval.rouge_max_new_tokens,
+            )
+            metrics.update(fm)
+            info.update(METRIC_INFO)
+            atomic_write_jsonl(d / "fidelity_samples.jsonl", fs)
+            samples["fidelity"] = str(d / "fidelity_samples.jsonl")
+            del model, teacher
+        versions: dict[str, Any] = {}
+        if c.eval.tasks:
+            rec = self._task_eval(d, mcfg.name, mcfg)
+            for task, entry in rec["tasks"].items():
+                versions[task] = entry.get("version")
+                for metric, value in entry["scores"].items():
+                    if metric.endswith("_std") or metric.endswith("_stderr"):
+                        continue
+                    key = f"{task}/{metric}"
+                    metrics[key] = value
+                    info[key] = {
+                        "category": entry.get("category", "other"),
+                        "higher_is_better": True,
+                        "label": f"{task} {metric}",
+                        "pipeline_check": task in c.eval.pipeline_checks,
+                    }
+                samples[task] = str(Path(rec["run_dir"]) / "samples" / f"{task}.jsonl")
+        record = {
+            "schema": RECORD_SCHEMA,
+            "run_id": c.resolved_run_id,
+            "suite": c.name,
+            "suite_hash": c.hash,
+            "model": {"role": role, "method": method, "seed": seed, "label": label, "path": path},
+            "metrics": metrics,
+            "metric_info": info,
+            "task_versions": versions,
+            "train": None
+            if train is None
+            else {
+                "wall_s": train["wall_s"],
+                "tokens": train["tokens"],
+                "tokens_per_s": train["tokens_per_s"],
+                "generation_s": train["generation_s"],
+                "generation_share": train["generation_share"],
+                "peak_rss_mib": train["peak_rss_mib"],
+                "metrics": train["metrics"],
+            },
+            "provenance": _provenance(c),
+            "samples": samples,
+        }
+        name = role if role != "method" else f"{method}-s{seed}"
+        atomic_write_json(self.run_dir / "records" / f"{name}.json", record)
+        return {"record": str(self.run_dir / "records" / f"{name}.json"), "metrics": metrics}
+
+    def _task_eval(self, d: Path, name: str, mcfg) -> dict[str, Any]:
+        from tasks.eval import EvalConfig, run_eval
+
+        c = self.cfg
+        by_limit: dict[int, list[str]] = {}
+        for task, limit in c.eval.tasks.items():
+            by_limit.setdefault(limit, []).append(task)
+        merged: dict[str, Any] = {"tasks": {}}
+        for limit, tasks in sorted(by_limit.items()):
+            ecfg = EvalConfig(
+                model=name,
+                tasks=tasks,
+                limit=limit,
+                dtype=c.eval.dtype,
+                batch_size=c.eval.batch_size,
+                protocol=c.eval.protocol,
+                max_length=c.eval.max_length,
+                backend=c.eval.backend,
+                output_dir=str(d),
+                run_name=f"tasks-{limit}",
+                cache_dir=mcfg.cache_dir,
+            )
+            rec = run_eval(ecfg, progress=False)
+            merged["tasks"].update(rec["tasks"])
+            merged["run_dir"] = rec["run_dir"]
+        return merged
+
+
+def _provenance(cfg: SuiteConfig) -> dict[str, Any]:
+    from tasks.eval import provenance
+
+    return {**provenance(False), "suite_config": as_dict(cfg)}
+
+
+def _fault_hook(n_done: int) -> None:
+    """Fault injection for tests: ``DISTILLM_FAULT_KILL_AFTER_STAGES=N`` SIGKILLs the run after N stages."""
+    at = os.environ.get("DISTILLM_FAULT_KILL_AFTER_STAGES")
+    if at is not None and int(at) == n_done:
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,194 @@
+"""Suite configs: what ``distillm-bench run`` trains and evaluates.
+
+A suite names a teacher, a student (usually derived from the teacher by pruning), a prompt source, the methods and
+seeds, the per-method token budget and the evaluation. Suites ship as YAML under ``bench/suites/``; ``default`` is
+the offline CPU suite, ``smoke`` the same pipeline on tiny in-process models, and the paper suites carry the
+DistiLLM / DistiLLM-2 hyperparameters for GPU boxes with hub access.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distill.config import config_to_dict, load_config, require
+from distill.generation import SamplingParams
+from distill.models import ModelConfig
+
+SUITES_DIR = Path(__file__).resolve().parent / "suites"
+
+
+@dataclass
+class TeacherTrainConfig:
+    """Train the teacher first (smoke suites: a tiny random model learns the smoke tasks by SFT)."""
+
+    enabled: bool = False
+    tasks: list[str] = field(default_factory=lambda: ["arith", "string-ops", "tiny-func"])
+    examples_per_task: int = field(default=200, metadata={"min": 1})
+    epochs: int = field(default=6, metadata={"min": 1})
+    lr: float = field(default=3e-3, metadata={"min": 0.0, "exclusive_min": True})
+    batch_size: int = field(default=16, metadata={"min": 1})
+
+
+@dataclass
+class PromptsConfig:
+    """Distillation prompts: drawn from the task registry's decontaminated training pools."""
+
+    pools: list[str] = field(default_factory=lambda: ["ifeval-synth", "string-ops", "arith", "tiny-func"])
+    n_train: int = field(default=256, metadata={"min": 1})
+    n_heldout: int = field(default=64, metadata={"min": 1})
+    seed: int = field(default=0, metadata={"min": 0})
+    responses_from: str = field(
+        default="teacher",
+        metadata={
+            "help": "ground truth: 'teacher' responses, or the pool's own 'pool' responses",
+            "choices": ["teacher", "pool"],
+        },
+    )
+    data_files: dict[str, str] = field(default_factory=dict, metadata={"help": "pool -> local file (online pools)"})
+
+
+@dataclass
+class InitConfig:
+    """Student initialisation by SFT on the (teacher-written) ground truth, as both papers do."""
+
+    enabled: bool = True
+    epochs: int = field(default=1, metadata={"min": 1})
+    lr: float = field(default=1e-3, metadata={"min": 0.0, "exclusive_min": True})
+    batch_size: int = field(default=8, metadata={"min": 1})
+
+
+@dataclass
+class SuiteTrainConfig:
+    """Settings shared by every method's training run."""
+
+    token_budget: int | None = field(
+        default=12000, metadata={"help": "target tokens per method and seed (null: train for `epochs`)", "min": 1}
+    )
+    epochs: int = field(default=1, metadata={"help": "epochs when token_budget is null", "min": 1})
+    grad_accum: int = field(default=1, metadata={"min": 1})
+    lr: float = field(default=5e-4, metadata={"min": 0.0, "exclusive_min": True})
+    batch_size: int = field(default=8, metadata={"min": 1})
+    warmup_steps: int = field(default=5, metadata={"min": 0})
+    max_prompt_len: int = field(default=256, metadata={"min": 1})
+    max_len: int = field(default=384, metadata={"min": 2})
+    student_max_new_tokens: int = field(default=128, metadata={"min": 1})
+    mixed_precision: str = field(default="no", metadata={"choices": ["no", "bf16", "fp16"]})
+    gen_batch_size: int = field(default=64, metadata={"min": 1})
+    overrides: list[str] = field(
+        default_factory=list, metadata={"help": "TrainConfig key=value for every method, e.g. distillm.phi_init=0.2"}
+    )
+    method_overrides: dict[str, list[str]] = field(default_factory=dict, metadata={"help": "method -> key=value"})
+
+
+@dataclass
+class SuiteEvalConfig:
+    tasks: dict[str, int] = field(
+        default_factory=lambda: {"ifeval-synth": 20, "mtbench-ref": 10, "humaneval": 10, "arith": 20, "math500": 10}
+    )
+    pipeline_checks: list[str] = field(
+        default_factory=lambda: ["humaneval", "math500"],
+        metadata={"help": "tasks where the teacher scores ~0: labelled as pipeline checks"},
+    )
+    protocol: str = field(default="task", metadata={"choices": ["task", "distillm", "greedy"]})
+    fidelity: bool = field(default=True, metadata={"help": "KL/NLL/ROUGE-L against the teacher on held-out prompts"})
+    rouge_max_new_tokens: int = field(default=128, metadata={"min": 1})
+    dtype: str = field(default="bfloat16", metadata={"choices": ["float32", "bfloat16", "float16"]})
+    batch_size: int = field(default=32, metadata={"min": 1})
+    max_length: int = field(default=1024, metadata={"min": 16})
+    backend: str = field(default="hf", metadata={"choices": ["hf", "vllm"]})
+
+
+@dataclass
+class EstimateConfig:
+    """Cost model behind ``--plan`` (seconds), measured on the 2-core CPU box for SmolLM2 (docs/sizing.md)."""
+
+    teacher_gen_s_per_prompt: float = 0.28
+    train_s_per_1k_tokens: dict[str, float] = field(
+        default_factory=lambda: {
+            "sft": 1.0,
+            "seqkd": 1.0,
+            "kd": 1.8,
+            "imitkd": 2.2,
+            "gkd": 2.05,
+            "distillm": 2.0,
+            "distillm2": 2.0,
+            "distillm_v1_batched": 2.0,
+            "dpkd": 2.0,
+        }
+    )
+    init_s_per_example_epoch: float = 0.14
+    eval_s_per_model: float = 25.0
+    teacher_train_s: float = 0.0
+
+
+@dataclass
+class SuiteConfig:
+    name: str = "default"
+    description: str = ""
+    teacher: ModelConfig = field(default_factory=lambda: ModelConfig(name="smollm2-135m-instruct", dtype="bfloat16"))
+    student: ModelConfig = field(
+        default_factory=lambda: ModelConfig(name="smollm2-135m-instruct", prune_layers=8, dtype="float32")
+    )
+    teacher_train: TeacherTrainConfig = field(default_factory=TeacherTrainConfig)
+    prompts: PromptsConfig = field(default_factory=PromptsConfig)
+    teacher_sampling: SamplingParams = field(
+        default_factory=lambda: SamplingParams(temperature=0.8, top_p=0.95, max_new_tokens=128)
+    )
+    init: InitConfig = field(default_factory=InitConfig)
+    methods: list[str] = field(
+        default_factory=lambda: ["sft", "kd", "seqkd", "imitkd", "gkd", "distillm", "distillm2"]
+    )
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    train: SuiteTrainConfig = field(default_factory=SuiteTrainConfig)
+    eval: SuiteEvalConfig = field(default_factory=SuiteEvalConfig)
+    estimate: EstimateConfig = field(default_factory=EstimateConfig)
+    output_root: str = "results"
+    run_id: str = field(default="", metadata={"help": "default: <name>-<config hash>"})
+    cache_dir: str | None = None
+    threads: int = field(default=0, metadata={"help": "torch threads (0 = torch default)", "min": 0})
+
+    def __post_init__(self) -> None:
+        from distill.train import METHODS
+
+        require(bool(self.methods), "a suite needs at least one method")
+        unknown = [m for m in self.methods if m not in METHODS]
+        require(not unknown, f"unknown method {unknown[:1]}; known: {', '.join(METHODS)}")
+        require(bool(self.seeds), "a suite needs at least one seed")
+        require(len(set(self.seeds)) == len(self.seeds), f"duplicate seeds: {self.seeds}")
+
+    @property
+    def hash(self) -> str:
+        d = config_to_dict(self)
+        for key in ("output_root", "run_id", "estimate", "description", "cache_dir", "threads"):
+            d.pop(key, None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    @property
+    def resolved_run_id(self) -> str:
+        return self.run_id or f"{self.name}-{self.hash[:8]}"
+
+
+def resolve_suite_path(name_or_path: str | None) -> Path:
+    """A suite file path, or a shipped suite name (``default``, ``smoke``, ``paper-...``)."""
+    if name_or_path is None:
+        return SUITES_DIR / "default.yaml"
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        return p
+    shipped = SUITES_DIR / f"{name_or_path}.yaml"
+    if not shipped.is_file():
+        names = ", ".join(sorted(f.stem for f in SUITES_DIR.glob("*.yaml")))
+        raise FileNotFoundError(f"unknown suite {name_or_path!r}; shipped suites: {names}")
+    return shipped
+
+
+def load_suite(name_or_path: str | None, overrides: list[str] | tuple[str, ...] = ()) -> SuiteConfig:
+    return load_config(SuiteConfig, resolve_suite_path(name_or_path), overrides)
+
+
+def as_dict(cfg: SuiteConfig) -> dict[str, Any]:
+    return config_to_dict(cfg)
