@@ -26,7 +26,7 @@ test: setup
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/pytest -q
 
 bench: setup
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/distillm-bench generate bench/configs/generate_demo.yaml
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/distillm-bench run
 
 lint: setup
 	$(BIN)/ruff check .

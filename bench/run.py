@@ -338,7 +338,7 @@ class SuiteRun:
 
         c = self.cfg
         model, tok = load_from_config(self._teacher_model())
-        gen = HFGenerator(model, tok, batch_size=c.train.gen_batch_size)
+        gen = HFGenerator(model, tok, batch_size=c.train.gen_batch_size, progress="teacher responses")
         out = {}
         for split in ("train", "heldout"):
             src = [json.loads(x) for x in Path(self.output("prompts")[split]).read_text().splitlines()]

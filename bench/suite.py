@@ -76,7 +76,7 @@ class SuiteTrainConfig:
     max_prompt_len: int = field(default=256, metadata={"min": 1})
     max_len: int = field(default=384, metadata={"min": 2})
     student_max_new_tokens: int = field(default=128, metadata={"min": 1})
-    mixed_precision: str = field(default="no", metadata={"choices": ["no", "bf16", "fp16"]})
+    mixed_precision: str = field(default="no", metadata={"choices": ["auto", "no", "bf16", "fp16"]})
     gen_batch_size: int = field(default=64, metadata={"min": 1})
     overrides: list[str] = field(
         default_factory=list, metadata={"help": "TrainConfig key=value for every method, e.g. distillm.phi_init=0.2"}
@@ -96,7 +96,10 @@ class SuiteEvalConfig:
     protocol: str = field(default="task", metadata={"choices": ["task", "distillm", "greedy"]})
     fidelity: bool = field(default=True, metadata={"help": "KL/NLL/ROUGE-L against the teacher on held-out prompts"})
     rouge_max_new_tokens: int = field(default=128, metadata={"min": 1})
-    dtype: str = field(default="bfloat16", metadata={"choices": ["float32", "bfloat16", "float16"]})
+    max_new_tokens: int | None = field(
+        default=None, metadata={"help": "cap every task's generation length (None: the task's own)", "min": 1}
+    )
+    dtype: str = field(default="auto", metadata={"choices": ["auto", "float32", "bfloat16", "float16"]})
     batch_size: int = field(default=32, metadata={"min": 1})
     max_length: int = field(default=1024, metadata={"min": 16})
     backend: str = field(default="hf", metadata={"choices": ["hf", "vllm"]})

@@ -132,8 +132,10 @@ def _truncate_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:
 class HFGenerator:
     """Batched HF ``generate`` with left padding and the KV cache."""
 
-    def __init__(self, model, tokenizer, batch_size: int = 16, chat: bool = True):
+    def __init__(self, model, tokenizer, batch_size: int = 16, chat: bool = True, progress: str | None = None):
+        """``progress``: a tqdm description to show a bar over batches (None: silent)."""
         self.model, self.tokenizer, self.batch_size, self.chat = model, tokenizer, batch_size, chat
+        self.progress = progress
         if tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token before generating")
 
@@ -162,8 +164,11 @@ class HFGenerator:
         eos_ids = self._eos_ids()
         was_training = self.model.training
         self.model.eval()
+        from tqdm.auto import tqdm
+
+        starts = range(0, len(rows), self.batch_size)
         try:
-            for start in range(0, len(rows), self.batch_size):
+            for start in tqdm(starts, desc=self.progress, disable=self.progress is None, leave=False):
                 chunk = rows[start : start + self.batch_size]
                 enc = self._pad_left([prompt_ids[i] for i, _ in chunk])
                 prompt_len = enc["input_ids"].shape[1]

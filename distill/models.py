@@ -55,7 +55,9 @@ class ModelConfig:
     """Where a model comes from and how to load it."""
 
     name: str = field(default="tiny-llama", metadata={"help": "hub id, local dir, 'smollm2-135m-instruct' or tiny-*"})
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
+        default="float32", metadata={"help": "auto: bfloat16 where the hardware computes it natively, else float32"}
+    )
     prune_layers: int | None = field(
         default=None, metadata={"help": "derive a student keeping K evenly spaced layers", "min": 1}
     )
@@ -261,8 +263,31 @@ def resolve_source(name: str, cache_dir: str | os.PathLike | None = None) -> str
     return name
 
 
+def fast_bf16() -> bool:
+    """Whether bfloat16 is computed natively here: a CUDA GPU with bf16, or a CPU with AVX512-BF16 / AMX.
+
+    Without it (e.g. an AVX2-only CPU) PyTorch emulates bf16 and it is 2-3x *slower* than float32, while on an
+    AVX512-BF16 CPU bf16 generation is ~2x faster (docs/sizing.md).
+    """
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def resolve_dtype(dtype: str) -> str:
+    """``auto`` -> ``bfloat16`` where :func:`fast_bf16`, else ``float32``; other names pass through."""
+    if dtype == "auto":
+        return "bfloat16" if fast_bf16() else "float32"
+    return dtype
+
+
 def load_model(name: str, *, dtype: str = "float32", cache_dir: str | os.PathLike | None = None):
-    """Load ``(model, tokenizer)`` for a source name; the model is in eval mode."""
+    """Load ``(model, tokenizer)`` for a source name; the model is in eval mode. ``dtype`` may be ``auto``."""
+    dtype = resolve_dtype(dtype)
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -285,7 +310,7 @@ def load_from_config(cfg: ModelConfig):
     model, tok = load_model(cfg.name, dtype="float32" if cfg.is_pruned else cfg.dtype, cache_dir=cfg.cache_dir)
     if cfg.is_pruned:
         layers = cfg.prune_layer_ids if cfg.prune_layer_ids is not None else cfg.prune_layers
-        model = derive_student(model, layers=layers, mlp_width=cfg.prune_mlp).to(DTYPES[cfg.dtype])
+        model = derive_student(model, layers=layers, mlp_width=cfg.prune_mlp).to(DTYPES[resolve_dtype(cfg.dtype)])
     return model, tok
 
 

@@ -48,8 +48,6 @@ from distill.sampling import (
 )
 from distill.schedules import AlphaCurriculum, DistiLLM2Config, beta_at
 
-MethodName = Literal["sft", "kd", "seqkd", "imitkd", "gkd", "distillm", "distillm2", "distillm_v1_batched", "dpkd"]
-
 
 @dataclass(frozen=True)
 class Method:
@@ -135,7 +133,7 @@ class TeacherCacheConfig:
 
 @dataclass
 class TrainConfig:
-    method: MethodName = "kd"
+    method: str = field(default="kd", metadata={"help": "a METHODS name: sft, kd, seqkd, imitkd, gkd, distillm, ..."})
     teacher: ModelConfig = field(default_factory=lambda: ModelConfig(name="tiny-llama"))
     student: ModelConfig = field(default_factory=lambda: ModelConfig(name="tiny-llama", prune_layers=2))
     loss: str | None = field(default=None, metadata={"help": "override the method's loss (a LOSSES name)"})
@@ -154,7 +152,9 @@ class TrainConfig:
     gen_backend: Literal["hf", "vllm"] = field(default="hf", metadata={"help": "student generation backend"})
     teacher_cache: TeacherCacheConfig = field(default_factory=TeacherCacheConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = field(
+        default="no", metadata={"help": "auto: bf16 autocast where bf16 is native (fast_bf16), else no"}
+    )
     chunked_loss: bool = field(default=False, metadata={"help": "fused linear loss over hidden states"})
     eval_every: int = field(default=0, metadata={"help": "validation every N steps; 0 = once per epoch", "min": 0})
     save_every: int = field(default=0, metadata={"help": "checkpoint every N steps; 0 = only at the end", "min": 0})
@@ -166,6 +166,7 @@ class TrainConfig:
     seed: int = field(default=0, metadata={"min": 0})
 
     def __post_init__(self) -> None:
+        require(self.method in METHODS, f"unknown method {self.method!r}; allowed: {', '.join(METHODS)}")
         require(bool(self.data.train_file), "data.train_file is required (a JSONL file of {prompt, response?})")
         require(self.data.max_prompt_len < self.data.max_len, "data.max_prompt_len must be < data.max_len")
         loss = self.loss or METHODS[self.method].loss
@@ -198,12 +199,16 @@ def _teacher_generation_key(cfg: TrainConfig, tok, prompts: list[list[int]], sp:
     h.update(json.dumps(config_to_dict(cfg.teacher), sort_keys=True).encode())
     h.update(json.dumps(sorted(tok.get_vocab().items())).encode())
     h.update(json.dumps(prompts).encode())
-    h.update(json.dumps({**vars(sp), "seed": derive_seed(cfg.seed, "teacher", epoch)}, sort_keys=True).encode())
+    h.update(json.dumps({**vars(sp), "seed": derive_seed(sp.seed, "teacher", epoch)}, sort_keys=True).encode())
     return h.hexdigest()[:24]
 
 
 class TeacherResponses:
-    """Teacher responses per epoch, computed once and cached on disk (shared by methods and runs)."""
+    """Teacher responses per epoch, computed once and cached on disk (shared by methods and runs).
+
+    Their seed comes from ``teacher_sampling.seed`` and the epoch, not from the training seed: the teacher does not
+    change, so every method and training seed of a benchmark trains on the same teacher samples.
+    """
 
     def __init__(self, cfg: TrainConfig, teacher, tok, prompts: list[list[int]], sp: SamplingParams, timer: dict):
         from distill.models import default_cache_dir
@@ -216,8 +221,8 @@ class TeacherResponses:
         if path.is_file():
             return [json.loads(line)["ids"] for line in path.read_text().splitlines()]
         t0 = time.perf_counter()
-        gen = HFGenerator(self.teacher, self.tok, batch_size=self.cfg.gen_batch_size)
-        sp = SamplingParams(**{**vars(self.sp), "seed": derive_seed(self.cfg.seed, "teacher", epoch)})
+        gen = HFGenerator(self.teacher, self.tok, batch_size=self.cfg.gen_batch_size, progress="teacher responses")
+        sp = SamplingParams(**{**vars(self.sp), "seed": derive_seed(self.sp.seed, "teacher", epoch)})
         out = [c[0].token_ids for c in gen.generate_ids(self.prompts, sp)]
         atomic_write_jsonl(path, ({"ids": ids} for ids in out))
         self.timer["generation"] += time.perf_counter() - t0
@@ -430,7 +435,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     from accelerate.utils import gather_object
     from tqdm.auto import tqdm
 
-    acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+    from distill.models import fast_bf16
+
+    precision = cfg.mixed_precision if cfg.mixed_precision != "auto" else ("bf16" if fast_bf16() else "no")
+    acc = Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
     out_dir = Path(cfg.output_dir)
     torch.manual_seed(derive_seed(cfg.seed, "init"))
     method = METHODS[cfg.method]
@@ -478,7 +486,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             gen.load_weights(model.merge_and_unload() if hasattr(model, "merge_and_unload") else model)
         else:
             gen = HFGenerator(model, s_tok, batch_size=cfg.gen_batch_size)
-        out = [c[0].token_ids for c in gen.generate_ids(prompt_ids, SamplingParams(**{**vars(gen_sp), "seed": seed}))]
+        with acc.autocast():  # bf16 generation on CPU is ~2x faster than fp32 (docs/sizing.md §2)
+            comps = gen.generate_ids(prompt_ids, SamplingParams(**{**vars(gen_sp), "seed": seed}))
+        out = [c[0].token_ids for c in comps]
         timer["generation"] += time.perf_counter() - t0
         return out
 

@@ -58,7 +58,9 @@ class EvalConfig:
         default="auto", metadata={"help": "render prompts with the chat template"}
     )
     backend: Literal["hf", "vllm"] = field(default="hf", metadata={"help": "hf (HFLM, CPU/GPU) or vllm (GPU)"})
-    dtype: Literal["float32", "bfloat16", "float16"] = field(default="float32", metadata={"help": "model dtype"})
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
+        default="float32", metadata={"help": "model dtype (auto: bfloat16 where native, else float32)"}
+    )
     batch_size: int = field(default=8, metadata={"help": "generation batch size (hf backend)", "min": 1})
     max_length: int = field(default=2048, metadata={"help": "context length given to lm-eval", "min": 16})
     data_files: list[str] = field(

@@ -178,7 +178,9 @@ def make_lm(backend: str, model_name: str, *, dtype: str, batch_size: int, max_l
 
         path = resolve_source(model_name, cache_dir)
         tokenizer = AutoTokenizer.from_pretrained(path)
-        lm = VLLM(pretrained=path, dtype=dtype, batch_size="auto", max_model_len=max_length, seed=0)
+        from distill.models import resolve_dtype
+
+        lm = VLLM(pretrained=path, dtype=resolve_dtype(dtype), batch_size="auto", max_model_len=max_length, seed=0)
         return lm, tokenizer
     raise ValueError(f"unknown backend {backend!r}; allowed: hf, vllm")
 
