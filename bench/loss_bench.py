@@ -1,25 +1,29 @@
 """``distillm-bench bench losses``: peak memory and time of every divergence, naive vs chunked vs top-k teacher.
 
-Each variant runs in a fresh subprocess (``python -m bench.loss_bench --worker SPEC``, one JSON line on stdout), so
-its peak memory is its own. Inputs are synthetic and deterministic: teacher and student hidden states ``[N, H]``
-and ``lm_head`` weights ``[V, H]``. Logits are ``bias + h @ W^T`` with a Zipf-like bias per token id (carried by
-a constant hidden feature) and Gaussian scores, which gives an LM-like teacher (entropy ~2.5 nats); the student is
-the teacher with perturbed weights. The teacher is given as hidden states + head to both the naive and the chunked
-variant, so neither gets a precomputed ``[N, V]`` teacher tensor; the top-k variants get a sparse target that was
-cached on disk beforehand (that is their point) and compute the student side chunked.
+Every timed run is a fresh subprocess (``python -m bench.loss_bench --worker SPEC``, one JSON line on stdout), so
+its peak memory is its own; the variants of one loss run round by round (naive, chunked, top-k..., naive, ...), so
+that load drift on a shared machine hits them alike.
+
+Inputs are synthetic and deterministic: teacher and student hidden states ``[N, H]`` and ``lm_head`` weights
+``[V, H]``. Logits are ``bias + h @ W^T`` with a Zipf-like bias per token id (carried by a constant hidden feature)
+and Gaussian scores, which gives an LM-like teacher (entropy ~2.4 nats); the student is the teacher with perturbed
+weights. The teacher is given as hidden states + head to both the naive and the chunked variant, so neither gets a
+precomputed ``[N, V]`` teacher tensor; the top-k variants get a sparse target cached on disk beforehand (that is
+their point) and compute the student side chunked.
 
 * ``naive``: ``logits = h @ W^T`` for both models, then :func:`distill.losses.compute_loss`.
 * ``chunked``: :func:`distill.chunked.chunked_loss` with the teacher's hidden states and head.
 * ``topk{k}``: :func:`distill.chunked.chunked_loss` with a :class:`distill.sparse.SparseTarget` loaded from disk.
-* ``trl`` (generalized JSD only, where ``trl`` is installed): TRL's ``GKDTrainer.generalized_jsd_loss`` on
-  the naive logits.
+* ``trl`` (generalized JSD only, where ``trl`` is installed): TRL's ``GKDTrainer.generalized_jsd_loss`` on the
+  naive logits.
 
-``seconds``: forward + backward (gradients to the student's hidden states and head), median of ``reps`` runs after
-``warmup``. ``peak_mib``: the process's peak resident memory during those runs minus its resident memory once the
-inputs are allocated (VmHWM after resetting it via ``/proc/self/clear_refs``; ``ru_maxrss`` where that is not
-possible). Workers run with glibc's default malloc (``MALLOC_*`` unset): tuned settings would hide frees.
-``max_rel_err_*``: ``max |x - x_naive| / max |x_naive|`` against the naive variant (the exact full-teacher loss), over
-the loss and over the gradients of ``h`` and ``W``; 0 for the naive rows by definition.
+``seconds``: forward + backward (gradients to the student's hidden states and head), median over ``reps`` processes
+of one timed run each (after ``warmup`` untimed ones). ``peak_mib``: the largest, over those processes, of the peak
+resident memory during the runs minus the resident memory once the inputs are allocated (VmHWM after resetting it
+via ``/proc/self/clear_refs``; ``ru_maxrss`` where that is not possible). Workers run with glibc's default malloc
+(``MALLOC_*`` unset): tuned settings would hide frees. ``max_rel_err_*``: ``max |x - x_naive| / max |x_naive|``
+against the naive variant (the exact full-teacher loss), over the loss and over the gradients of ``h`` and ``W``;
+0 for the naive rows by definition.
 """
 
 from __future__ import annotations
@@ -176,7 +180,7 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def prepare(cfg: dict[str, Any], workdir: Path) -> dict[str, Any]:
-    """Cache the sparse teacher targets on disk and describe the synthetic teacher (runs in its own process)."""
+    """Cache the sparse teacher targets on disk and describe the synthetic teacher."""
     from distill.sparse import save_sparse_target, sparse_target_from_hidden
 
     x = make_inputs(cfg["tokens"], cfg["vocab"], cfg["hidden"], cfg["seed"])
@@ -211,31 +215,49 @@ def _spawn(payload: dict[str, Any]) -> dict[str, Any]:
     return json.loads(lines[-1])
 
 
-def _plan(cfg: dict[str, Any]) -> list[tuple[str, str]]:
-    """(loss, variant) in run order: naive (the reference) and chunked for every loss first, then the peers and
-    top-k rows, so that an interrupted run still has the headline ratios."""
-    head = [(loss, v) for loss in cfg["losses"] for v in ("naive", "chunked") if v == "naive" or v in cfg["variants"]]
-    peer = [("generalized_jsd", "trl")] if "trl" in cfg["variants"] and "generalized_jsd" in cfg["losses"] else []
-    topk = [(loss, v) for loss in cfg["losses"] for v in cfg["variants"] if v.startswith("topk")]
-    return head + peer + topk
+def _plan(cfg: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """Per loss, its variants in round order; naive first, since it writes the reference the others compare to."""
+    plan = []
+    for loss in cfg["losses"]:
+        others = [v for v in cfg["variants"] if v != "naive" and (v != "trl" or loss == "generalized_jsd")]
+        plan.append((loss, ["naive", *others]))
+    return plan
+
+
+def _merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row from the single-run processes of one (loss, variant): median time, max peak, max error."""
+    row = dict(runs[0])
+    row["seconds_all"] = [r["seconds"] for r in runs]
+    row["seconds"] = round(statistics.median(row["seconds_all"]), 4)
+    row["peak_mib"] = max(r["peak_mib"] for r in runs)
+    row["peak_mib_all"] = [r["peak_mib"] for r in runs]
+    row["baseline_mib"] = round(statistics.median(r["baseline_mib"] for r in runs), 1)
+    row["loadavg_1m"] = [r["loadavg_1m"] for r in runs]
+    for key in ("max_rel_err_loss", "max_rel_err_grad"):
+        row[key] = max(r[key] for r in runs)
+    return row
 
 
 def run_benchmark(cfg: dict[str, Any], on_update=None, log=print) -> dict[str, Any]:
-    """Run every (loss, variant) worker and assemble the result record. ``on_update(result)`` is called after each
-    row with the partial record (``complete: false``), e.g. to write it, so a long run can be inspected or cut."""
+    """Run every (loss, variant) and assemble the result record. Each timed run is its own process; the variants of
+    a loss run round by round (naive, chunked, top-k..., naive, chunked, ...) so that load drift on a shared machine
+    hits them alike. ``on_update(result)`` gets the partial record (``complete: false``) after each loss."""
     workdir = Path(tempfile.mkdtemp(prefix="loss-bench-"))
     load_before = os.getloadavg()
     rows: list[dict[str, Any]] = []
     plan = _plan(cfg)
-    order = {key: i for i, key in enumerate((loss, v) for loss in cfg["losses"] for v in ["naive", *cfg["variants"]])}
     try:
-        teacher = _spawn({"prepare": True, "workdir": str(workdir), **cfg})
-        for loss, variant in plan:
-            row = _spawn({"loss": loss, "variant": variant, "workdir": str(workdir), **cfg})
-            log(f"{loss:16s} {variant:8s} peak {row['peak_mib']:9.1f} MiB  {row['seconds']:8.3f} s")
-            rows.append(row)
-            rows.sort(key=lambda r: order[(r["loss"], r["variant"])])
-            result = _assemble(cfg, teacher, rows, load_before, complete=len(rows) == len(plan))
+        teacher = prepare(cfg, workdir)  # in this process: it is not measured
+        for i, (loss, variants) in enumerate(plan):
+            runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
+            for _ in range(cfg["reps"]):
+                for variant in variants:
+                    spec = {**cfg, "loss": loss, "variant": variant, "workdir": str(workdir), "reps": 1}
+                    runs[variant].append(_spawn(spec))
+            for variant in variants:
+                rows.append(_merge(runs[variant]))
+                log(f"{loss:16s} {variant:8s} peak {rows[-1]['peak_mib']:9.1f} MiB  {rows[-1]['seconds']:8.3f} s")
+            result = _assemble(cfg, teacher, rows, load_before, complete=i == len(plan) - 1)
             if on_update is not None:
                 on_update(result)
     finally:
@@ -303,7 +325,8 @@ def render_markdown(result: dict[str, Any]) -> str:
         *([] if result.get("complete", True) else ["**Partial run: not every planned row has finished.**", ""]),
         f"Generated by `distillm-bench bench losses` on {result['created']}. N = {cfg['tokens']} tokens, "
         f"V = {cfg['vocab']}, H = {cfg['hidden']}, float32, CPU ({env['cpu']}, {env['threads']} threads), "
-        f"torch {env['torch']}; forward + backward, median of {cfg['reps']} after {cfg['warmup']} warm-up. "
+        f"torch {env['torch']}; forward + backward, median of {cfg['reps']} runs, each in a fresh process after "
+        f"{cfg['warmup']} warm-up run(s), the variants of a loss interleaved round by round. "
         f"Load average before / after: {env['loadavg_before'][0]} / {env['loadavg_after'][0]} (a shared machine: "
         "timings carry noise). Peak memory: the worker's peak RSS minus its RSS once inputs are allocated, glibc "
         "default malloc, a fresh process per row.",
@@ -384,7 +407,7 @@ def _cmd_losses(args: argparse.Namespace) -> int:
         "variants": variants,
     }
     for key in ("tokens", "vocab", "hidden", "reps"):
-        if cfg[key] < (3 if key == "reps" else 2):
+        if cfg[key] < (1 if key == "reps" else 2):
             raise ValueError(f"--{key} too small: {cfg[key]}")
     name = args.name or ("losses" if not args.quick else "losses-quick")
     out = Path(args.out)
@@ -395,18 +418,18 @@ def _cmd_losses(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    bench = subparsers.add_parser("bench", help="micro-benchmarks (losses)")
+    bench = subparsers.add_parser("bench", help="benchmarks: losses (memory/time), trainer (throughput per method)")
     sub = bench.add_subparsers(dest="bench_command", metavar="BENCHMARK")
     sub.required = True
     p = sub.add_parser("losses", help="memory and time of the distillation losses: naive, chunked, top-k teacher")
     p.add_argument("--tokens", type=int, default=2048, help="N = B*T tokens (default 2048)")
     p.add_argument("--vocab", type=int, default=128256, help="V (default 128256)")
     p.add_argument("--hidden", type=int, default=1024, help="H (default 1024)")
-    p.add_argument("--reps", type=int, default=3, help="timed runs per variant, median reported (>= 3)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
+    p.add_argument("--reps", type=int, default=3, help="timed runs (processes) per variant; median")
+    p.add_argument("--warmup", type=int, default=0, help="untimed runs in each process before its timed one")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--chunk-size", type=int, default=None, help="tokens per lm_head block (default: 128 MiB budget)")
-    p.add_argument("--loss-chunk-size", type=int, default=None, help="tokens per loss sub-chunk (default: 16 MiB)")
+    p.add_argument("--loss-chunk-size", type=int, default=None, help="tokens per loss sub-chunk (default: 8 MiB)")
     p.add_argument("--losses", type=_csv(list(DIVERGENCES)), default=list(DIVERGENCES), help="comma-separated")
     variants = ["naive", "chunked", *(f"topk{k}" for k in TOPK), "trl"]
     p.add_argument("--variants", type=_csv(variants), default=None, help="comma-separated (default: all)")
@@ -414,14 +437,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--name", default=None, help="output file stem (default: losses, or losses-quick)")
     p.add_argument("--quick", action="store_true", help="N=256, V=32000, H=256: a smoke run in about a minute")
     p.set_defaults(func=_cmd_losses)
+    from bench.trainer_bench import add_parser as add_trainer_parser
+
+    add_trainer_parser(sub)
 
 
 def _worker_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.loss_bench")
     parser.add_argument("--worker", required=True, help="JSON spec of one measurement (internal)")
     spec = json.loads(parser.parse_args(argv).worker)
-    result = prepare(spec, Path(spec["workdir"])) if spec.get("prepare") else run_worker(spec)
-    print(json.dumps(result))
+    print(json.dumps(run_worker(spec)))
     return 0
 
 

@@ -9,9 +9,10 @@ the gradient ``g_c`` of the weighted loss with respect to the logits. It accumul
 ``grad_W += g_c^T h_c`` and frees the block. The backward pass only scales the stored gradients by ``grad_output``.
 Tokens are independent in every loss, so the math is the same as the full path's; only float rounding differs.
 
-Two sizes, because the two costs differ: the ``lm_head`` GEMMs want many tokens per call (at 32 tokens a CPU GEMM
-runs at half speed), while the loss's autograd graph holds ~15 ``[tokens, V]`` temporaries. Defaults: 256-token
-blocks and 32-token loss sub-chunks at V = 128256 (128 MiB and 16 MiB per float32 ``[tokens, V]`` tensor).
+Two sizes, because the two costs differ: the ``lm_head`` GEMMs want many tokens per call (at 64 tokens a CPU GEMM
+ran at ~60 % of its 256-token speed here), while the loss's autograd graph holds ~15 ``[tokens, V]`` temporaries.
+Defaults: 256-token blocks and 16-token loss sub-chunks at V = 128256 (128 MiB and 8 MiB per float32 ``[tokens, V]``
+tensor); at N = 2048 that is ~0.9 GiB above the inputs, ``grad_W``'s 0.5 GiB included.
 
 Memory: ``grad_W`` (``[V, H]``, needed anyway), two ``[block, V]`` buffers and the sub-chunk's temporaries. Masked
 tokens (``mask == 0``) are skipped, so padding garbage cannot reach values or gradients. ``grad_W`` accumulates in
@@ -34,7 +35,7 @@ from distill.sparse import SparseTarget, upcast
 #: Default budget for one block's ``[block, V]`` float32 logits: the unit of the ``lm_head`` matmuls.
 DEFAULT_CHUNK_BYTES = 128 * 2**20
 #: Default budget for one loss sub-chunk's ``[sub, V]`` float32 tensor; its autograd graph holds ~15 of them.
-DEFAULT_LOSS_CHUNK_BYTES = 16 * 2**20
+DEFAULT_LOSS_CHUNK_BYTES = 8 * 2**20
 
 
 def default_chunk_size(vocab_size: int, budget_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
@@ -91,6 +92,7 @@ class _FusedLinearLoss(torch.autograd.Function):
                 grad_h.index_copy_(0, idx, g @ weight)
             if grad_w is not None:
                 grad_w.addmm_(g.T, h)
+            del buf, g  # before the next block's logits are allocated
         ctx.save_for_backward(grad_h, grad_w)
         return total.to(torch.float64 if hidden.dtype == torch.float64 else torch.float32)
 
@@ -223,7 +225,7 @@ def chunked_loss(
     respect to ``student_hidden`` and ``student_weight`` are the same up to float rounding. Tensor hyperparameters
     may be per sequence ``[B]`` (e.g. DistiLLM-2's per-sample alphas) or per token ``[B, T]``.
     ``chunk_size`` (tokens per ``lm_head`` matmul block) and ``loss_chunk_size`` (tokens per loss sub-chunk) default
-    to :func:`default_chunk_size` with 128 MiB and 16 MiB budgets (256 and 32 tokens at V = 128256).
+    to :func:`default_chunk_size` with 128 MiB and 8 MiB budgets (256 and 16 tokens at V = 128256).
     """
     spec = check_loss_kwargs(name, hparams)
     if student_hidden.dim() == 2:

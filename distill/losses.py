@@ -162,7 +162,9 @@ def skew_reverse_kl(
     alpha: Weight = 0.1,
     stop_grad_mixture: bool = False,
 ) -> Tensor:
-    """Skew reverse KL, ``SRKL^a = KL(q || (1 - a) p + a q)`` (DistiLLM Eq. 5; DistiLLM-2 Eq. 2). ``alpha`` = student share.
+    """Skew reverse KL, ``SRKL^a = KL(q || (1 - a) p + a q)`` (DistiLLM Eq. 5; DistiLLM-2 Eq. 2).
+
+    ``alpha`` is the student share of the mixture.
 
     alpha = 0 is :func:`reverse_kl`, alpha = 1 is 0. ``stop_grad_mixture=True`` detaches the student inside the
     mixture, as ``jongwooko/distillm-2`` does (``log m = logsumexp(log(1-a) + log p, log a + log q.detach())``);

@@ -148,7 +148,9 @@ def sparse_target_from_hidden(
 
 
 def coarsen(student_logits: Tensor, target: SparseTarget) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Student and teacher log-probabilities over the ``k + 1`` categories ``(top-k ids, tail)``, in :func:`upcast`'s dtype.
+    """Student and teacher log-probabilities over the ``k + 1`` categories ``(top-k ids, tail)``.
+
+    Computed in :func:`upcast`'s dtype.
 
     Returns ``(logq, logp, empty)``: ``logq`` keeps the student's gradient; ``empty`` ``[...]`` marks positions where
     the student has no finite logit (their coarsened student is uniform; the caller zeroes their loss), else None.

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from distill.chunked import chunked_loss, default_chunk_size
+from distill.chunked import DEFAULT_LOSS_CHUNK_BYTES, chunked_loss, default_chunk_size
 from distill.losses import LOSSES, LossSpec, compute_loss
 from distill.sparse import sparse_target_from_logits
 
@@ -187,7 +187,7 @@ def test_two_dimensional_hidden_is_one_sequence_and_errors_are_one_line() -> Non
 
 def test_default_chunk_size() -> None:
     assert default_chunk_size(128256) == 256
-    assert default_chunk_size(128256, 16 * 2**20) == 32
+    assert default_chunk_size(128256, DEFAULT_LOSS_CHUNK_BYTES) == 16
     assert default_chunk_size(10**9) == 8
 
 

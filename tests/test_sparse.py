@@ -1,4 +1,4 @@
-"""Sparse (top-k + tail) teacher targets: construction, storage, and the approximation error against the full teacher."""
+"""Sparse (top-k + tail) teacher targets: construction, storage, approximation error against the full teacher."""
 
 from __future__ import annotations
 

@@ -1,0 +1,133 @@
+"""``distillm-bench bench trainer``: training throughput of every method on one teacher/student pair.
+
+Trains each method for the same number of steps from the same student, on the same data, and records target
+tokens/s, the generation share of wall time (on-policy methods) and the peak RSS of a fresh process per method.
+Writes ``results/benchmarks/trainer.json`` and ``trainer.md`` with ratios to KD (DistiLLM's efficiency comparison
+is training wall time normalised to plain KD; methods.md §2.5).
+
+By default the pair is a tiny teacher (``tiny-llama-h128-l4-v1024``, first trained briefly by SFT so that its
+distribution is peaked) and its 2-layer pruned student on procedural arithmetic / copy data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from distill.atomic import atomic_write_json, atomic_write_text
+
+METHODS = ["sft", "kd", "seqkd", "imitkd", "gkd", "distillm", "distillm2", "distillm_v1_batched", "dpkd"]
+
+
+def _data(path: Path, n: int = 96) -> Path:
+    import random
+
+    rng = random.Random(0)
+    words = ["cat", "dog", "river", "tree", "city", "number", "list", "answer", "question", "word"]
+    with open(path, "w") as fh:
+        for i in range(n):
+            if i % 2:
+                a, b = rng.randint(0, 50), rng.randint(0, 50)
+                row = {"prompt": f"What is {a} + {b}?", "response": f"The answer is {a + b}."}
+            else:
+                ws = " ".join(rng.sample(words, 4))
+                row = {"prompt": f"Repeat: {ws}", "response": ws}
+            fh.write(json.dumps(row) + "\n")
+    return path
+
+
+def _train(overrides: list[str]) -> dict:
+    """Run one training in a fresh process; returns its summary plus the process's peak RSS."""
+    code = (
+        "import json, resource, sys\n"
+        "from distill.config import load_config\n"
+        "from distill.train import TrainConfig, train\n"
+        "s = train(load_config(TrainConfig, None, sys.argv[1:]))\n"
+        "s['peak_rss_mib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+        "print('SUMMARY ' + json.dumps(s))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code, *overrides], capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        raise RuntimeError(
+            f"training failed: {res.stderr.strip().splitlines()[-1] if res.stderr.strip() else res.returncode}"
+        )
+    line = next(x for x in res.stdout.splitlines() if x.startswith("SUMMARY "))
+    return json.loads(line[len("SUMMARY ") :])
+
+
+def run(teacher: str, steps: int, batch: int, out_dir: Path, methods: list[str]) -> Path:
+    from tqdm.auto import tqdm
+
+    work = Path(tempfile.mkdtemp(prefix="trainer-bench-"))
+    data = _data(work / "train.jsonl")
+    common = [f"data.train_file={data}", "data.val_fraction=0", "resume=never", f"cache_dir={work / 'cache'}"]
+    t0 = time.perf_counter()
+    _train([*common, "method=sft", f"teacher.name={teacher}", f"student.name={teacher}", "optim.epochs=4",
+            "optim.lr=3e-3", "optim.batch_size=16", f"output_dir={work / 'teacher'}"])  # fmt: skip
+    teacher_dir = str(work / "teacher" / "final")
+    rows = []
+    for method in tqdm(methods, desc="bench trainer"):
+        s = _train([
+            *common, f"method={method}", f"teacher.name={teacher_dir}", f"student.name={teacher_dir}",
+            "student.prune_layers=2", f"optim.max_steps={steps}", f"optim.batch_size={batch}", "optim.epochs=50",
+            "teacher_sampling.max_new_tokens=16", "student_sampling.max_new_tokens=16", "distillm.phi_init=0.5",
+            f"output_dir={work / method}",
+        ])  # fmt: skip
+        rows.append({
+            "method": method, "steps": s["steps"], "tokens": s["tokens"], "wall_s": round(s["wall_s"], 3),
+            "tokens_per_s": round(s["tokens_per_s"], 1), "generation_s": round(s["generation_s"], 3),
+            "generation_share": round(s["generation_share"], 4), "peak_rss_mib": round(s["peak_rss_mib"], 1),
+        })  # fmt: skip
+    kd = next((r for r in rows if r["method"] == "kd"), None)
+    for r in rows:
+        r["wall_vs_kd"] = round(r["wall_s"] / kd["wall_s"], 3) if kd else None
+        r["tokens_per_s_vs_kd"] = round(r["tokens_per_s"] / kd["tokens_per_s"], 3) if kd else None
+    result = {
+        "benchmark": "trainer", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "config": {"teacher": teacher, "student": "teacher pruned to 2 layers", "steps": steps, "batch": batch},
+        "env": {"python": platform.python_version(), "cpu_count": os.cpu_count(), "load_avg": os.getloadavg()},
+        "total_s": round(time.perf_counter() - t0, 1), "rows": rows,
+    }  # fmt: skip
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / "trainer.json", result)
+    lines = [
+        "# Trainer throughput per method",
+        "",
+        f"Generated by `distillm-bench bench trainer` on {result['created']}: teacher `{teacher}` (after a short SFT), "
+        f"student = teacher pruned to 2 layers, {steps} steps of {batch} prompts, CPU, one fresh process per method. "
+        f"Load average at the end: {os.getloadavg()[0]:.2f}.",
+        "",
+        "| method | steps | tokens | wall s | tokens/s | generation share | peak RSS MiB | wall / KD |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['method']} | {r['steps']} | {r['tokens']} | {r['wall_s']:.2f} | {r['tokens_per_s']:.0f} | "
+            f"{100 * r['generation_share']:.0f}% | {r['peak_rss_mib']:.0f} | {r['wall_vs_kd'] or 0:.2f}x |"
+        )
+    atomic_write_text(out_dir / "trainer.md", "\n".join(lines) + "\n")
+    return out_dir / "trainer.md"
+
+
+def main_cli(args: argparse.Namespace) -> int:
+    path = run(args.teacher, args.steps, args.batch, Path(args.out), args.methods.split(","))
+    print(path.read_text())
+    print(f"wrote {path} and {path.with_suffix('.json')}")
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("trainer", help="training throughput and generation share per method")
+    p.add_argument("--teacher", default="tiny-llama-h128-l4-v1024")
+    p.add_argument("--steps", type=int, default=16)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--out", default="results/benchmarks")
+    p.set_defaults(func=main_cli)
