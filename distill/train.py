@@ -652,6 +652,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                         tb.add_scalar(k, v, step + 1)
         bar.set_postfix(loss=f"{row['loss']:.4f}", tok_s=f"{row['tokens_per_s']:.0f}")
         bar.update(1)
+        if o.max_tokens and state["tokens"] < o.max_tokens:  # a token budget: re-estimate the number of steps
+            per_step = state["tokens"] / (step + 1)
+            bar.total = min(total, step + 1 + math.ceil((o.max_tokens - state["tokens"]) / max(per_step, 1.0)))
+            bar.refresh()
         state["elapsed"] = time.perf_counter() - t_run
         done = step + 1 == total or (o.max_tokens is not None and state["tokens"] >= o.max_tokens)
         if (cfg.save_every and (step + 1) % cfg.save_every == 0) or done:
