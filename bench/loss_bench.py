@@ -329,7 +329,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"{cfg['warmup']} warm-up run(s), the variants of a loss interleaved round by round. "
         f"Load average before / after: {env['loadavg_before'][0]} / {env['loadavg_after'][0]} (a shared machine: "
         "timings carry noise). Peak memory: the worker's peak RSS minus its RSS once inputs are allocated, glibc "
-        "default malloc, a fresh process per row.",
+        "default malloc, a fresh process per timed run (the row keeps the largest).",
         "",
         f"Synthetic teacher: entropy {teacher['entropy_nats']} nats, mean top-1 probability {teacher['top1_prob']}, "
         "mean top-k coverage " + ", ".join(f"k={k}: {v}" for k, v in teacher["coverage"].items()) + ". Errors are "
