@@ -16,6 +16,7 @@ A method is a data policy (:mod:`distill.sampling`) plus a loss from :data:`dist
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -590,7 +591,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         extra: dict[str, Any] = {}
         for m, b in enumerate(batches):
             b = {k: v.to(acc.device) for k, v in b.items()}
-            ctx = acc.no_sync(student) if m < len(batches) - 1 else _nullcontext()
+            ctx = acc.no_sync(student) if m < len(batches) - 1 else contextlib.nullcontext()
             with ctx, acc.autocast():
                 loss, logs = losses(b, max(denom, 1.0), info, micro[m])
             if loss is None:
@@ -710,14 +711,6 @@ def _sum_dicts(dicts: list[dict[str, float]]) -> dict[str, float]:
         for k, v in d.items():
             out[k] = out.get(k, 0.0) + v
     return out
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _save(cfg, out_dir, step, acc, student, optimizer, scheduler, sampler, losses, state, gather_object) -> None:
