@@ -48,6 +48,12 @@ METHOD_LABELS = {
 }
 
 
+#: Part of every stage key. Bump it when a stage's outputs change for the same suite config (a fix in the
+#: trainer, the evaluation or the data path), so that no run reuses stages computed by the older code.
+#: 2: eval.max_new_tokens reaches the tasks; on-policy sampling keeps each method's temperature; chunked loss.
+PIPELINE_VERSION = 2
+
+
 def _sha(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -109,7 +115,9 @@ class SuiteRun:
     # ------------------------------------------------------------------ graph
     def _add(self, name: str, spec: Any, deps: list[str], run, estimate: float) -> Stage:
         keys = [self.by_name(d).key for d in deps]
-        stage = Stage(name, _sha({"name": name, "spec": spec, "deps": keys}), run, estimate, deps)
+        stage = Stage(
+            name, _sha({"name": name, "spec": spec, "deps": keys, "pipeline": PIPELINE_VERSION}), run, estimate, deps
+        )
         self.stages.append(stage)
         return stage
 
@@ -383,8 +391,12 @@ class SuiteRun:
             f"output_dir={out_dir}",
             f"mixed_precision={t.mixed_precision}",
             f"gen_batch_size={t.gen_batch_size}",
+            f"chunked_loss={t.chunked_loss}",
+            f"validation={t.validation}",
             "resume=auto",
-            f"student_sampling.max_new_tokens={t.student_max_new_tokens}",
+            # a stage that finished is recorded by done.json; its optimizer state would be 3x the model, unused
+            "checkpoint_at_end=false",
+            f"student_max_new_tokens={t.student_max_new_tokens}",  # keeps each method's own sampling
             f"teacher_sampling.max_new_tokens={c.teacher_sampling.max_new_tokens}",
             f"teacher_sampling.temperature={c.teacher_sampling.temperature}",
             f"teacher_sampling.top_p={c.teacher_sampling.top_p}",
@@ -549,32 +561,30 @@ class SuiteRun:
         atomic_write_json(self.run_dir / "records" / f"{name}.json", record)
         return {"record": str(self.run_dir / "records" / f"{name}.json"), "metrics": metrics}
 
-    def _task_eval(self, d: Path, name: str, mcfg) -> dict[str, Any]:
-        from tasks.eval import EvalConfig, run_eval
+    def eval_config(self, d: Path, name: str, cache_dir: str | None = None) -> Any:
+        """The :class:`tasks.eval.EvalConfig` of model ``name``: every task of the suite in one lm-eval run."""
+        from tasks.eval import EvalConfig
 
         c = self.cfg
-        by_limit: dict[int, list[str]] = {}
-        for task, limit in c.eval.tasks.items():
-            by_limit.setdefault(limit, []).append(task)
-        merged: dict[str, Any] = {"tasks": {}}
-        for limit, tasks in sorted(by_limit.items()):
-            ecfg = EvalConfig(
-                model=name,
-                tasks=tasks,
-                limit=limit,
-                dtype=c.eval.dtype,
-                batch_size=c.eval.batch_size,
-                protocol=c.eval.protocol,
-                max_length=c.eval.max_length,
-                backend=c.eval.backend,
-                output_dir=str(d),
-                run_name=f"tasks-{limit}",
-                cache_dir=mcfg.cache_dir,
-            )
-            rec = run_eval(ecfg, progress=False)
-            merged["tasks"].update(rec["tasks"])
-            merged["run_dir"] = rec["run_dir"]
-        return merged
+        return EvalConfig(
+            model=name,
+            tasks=list(c.eval.tasks),
+            limits=dict(c.eval.tasks),
+            dtype=c.eval.dtype,
+            batch_size=c.eval.batch_size,
+            protocol=c.eval.protocol,
+            max_new_tokens=c.eval.max_new_tokens,
+            max_length=c.eval.max_length,
+            backend=c.eval.backend,
+            output_dir=str(d),
+            run_name="tasks",
+            cache_dir=cache_dir,
+        )
+
+    def _task_eval(self, d: Path, name: str, mcfg) -> dict[str, Any]:
+        from tasks.eval import run_eval
+
+        return run_eval(self.eval_config(d, name, mcfg.cache_dir), progress=False)
 
 
 def _provenance(cfg: SuiteConfig) -> dict[str, Any]:

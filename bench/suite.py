@@ -78,6 +78,16 @@ class SuiteTrainConfig:
     student_max_new_tokens: int = field(default=128, metadata={"min": 1})
     mixed_precision: str = field(default="no", metadata={"choices": ["auto", "no", "bf16", "fp16"]})
     gen_batch_size: int = field(default=64, metadata={"min": 1})
+    chunked_loss: bool = field(
+        default=True, metadata={"help": "fused lm_head + loss on response tokens only (faster, less memory)"}
+    )
+    validation: str = field(
+        default="auto",
+        metadata={
+            "choices": ["on", "auto", "off"],
+            "help": "held-out NLL during training; auto: only for DistiLLM, whose schedule reads it",
+        },
+    )
     overrides: list[str] = field(
         default_factory=list, metadata={"help": "TrainConfig key=value for every method, e.g. distillm.phi_init=0.2"}
     )

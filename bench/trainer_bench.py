@@ -77,7 +77,7 @@ def run(teacher: str, steps: int, batch: int, out_dir: Path, methods: list[str])
         s = _train([
             *common, f"method={method}", f"teacher.name={teacher_dir}", f"student.name={teacher_dir}",
             "student.prune_layers=2", f"optim.max_steps={steps}", f"optim.batch_size={batch}", "optim.epochs=50",
-            "teacher_sampling.max_new_tokens=16", "student_sampling.max_new_tokens=16", "distillm.phi_init=0.5",
+            "teacher_sampling.max_new_tokens=16", "student_max_new_tokens=16", "distillm.phi_init=0.5",
             f"output_dir={work / method}",
         ])  # fmt: skip
         rows.append({

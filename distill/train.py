@@ -145,7 +145,16 @@ class TrainConfig:
     distillm: DistiLLMConfig = field(default_factory=DistiLLMConfig)
     distillm2: DistiLLM2Config = field(default_factory=DistiLLM2Config)
     gkd_lambda: float = field(default=0.5, metadata={"help": "GKD on-policy fraction", "min": 0.0, "max": 1.0})
-    student_sampling: SamplingParams | None = field(default=None, metadata={"help": "default: per method"})
+    student_sampling: SamplingParams | None = field(
+        default=None,
+        metadata={
+            "help": "on-policy sampling; null: the method's own (DistiLLM T=1, DistiLLM-2 T=0.8/top-p 0.95). "
+            "Setting any key replaces the whole default (unset keys take SamplingParams' defaults: greedy)"
+        },
+    )
+    student_max_new_tokens: int | None = field(
+        default=None, metadata={"help": "cap on student generation length, keeping the sampling settings", "min": 1}
+    )
     teacher_sampling: SamplingParams = field(
         default_factory=lambda: SamplingParams(temperature=0.8, top_p=0.95, max_new_tokens=256)
     )
@@ -158,7 +167,18 @@ class TrainConfig:
     )
     chunked_loss: bool = field(default=False, metadata={"help": "fused linear loss over hidden states"})
     eval_every: int = field(default=0, metadata={"help": "validation every N steps; 0 = once per epoch", "min": 0})
+    validation: Literal["on", "auto", "off"] = field(
+        default="on",
+        metadata={
+            "help": "held-out NLL at the start, every eval_every steps and at the end; auto: only where the data "
+            "policy reads it (DistiLLM's adaptive off-policy schedule)"
+        },
+    )
     save_every: int = field(default=0, metadata={"help": "checkpoint every N steps; 0 = only at the end", "min": 0})
+    checkpoint_at_end: bool = field(
+        default=True,
+        metadata={"help": "write a resumable checkpoint (optimizer, sampler, RNG) after the last step too"},
+    )
     keep_checkpoints: int = field(default=2, metadata={"min": 0})
     resume: str = field(default="auto", metadata={"help": "auto | never | a checkpoint dir"})
     tensorboard: bool = False
@@ -168,6 +188,11 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         require(self.method in METHODS, f"unknown method {self.method!r}; allowed: {', '.join(METHODS)}")
+        require(
+            self.validation != "off" or METHODS[self.method].sampler != "adaptive",
+            f"validation=off: method {self.method!r} adapts its off-policy ratio to the validation loss; "
+            "use validation=on or auto",
+        )
         require(bool(self.data.train_file), "data.train_file is required (a JSONL file of {prompt, response?})")
         require(self.data.max_prompt_len < self.data.max_len, "data.max_prompt_len must be < data.max_len")
         loss = self.loss or METHODS[self.method].loss
@@ -192,7 +217,8 @@ def _student_sampling(cfg: TrainConfig, max_new: int) -> SamplingParams:
         sp = SamplingParams(temperature=0.8, top_p=0.95, max_new_tokens=256)  # DistiLLM-2 generate_vllm.py
     else:
         sp = SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=256)  # DistiLLM sampler.py
-    return SamplingParams(**{**vars(sp), "max_new_tokens": min(sp.max_new_tokens, max_new), "n": 1})
+    cap = min(sp.max_new_tokens, max_new, cfg.student_max_new_tokens or max_new)
+    return SamplingParams(**{**vars(sp), "max_new_tokens": cap, "n": 1})
 
 
 def _teacher_generation_key(cfg: TrainConfig, tok, prompts: list[list[int]], sp: SamplingParams, epoch: int) -> str:
@@ -520,9 +546,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         encode_example(s_tok, e, d.max_prompt_len, d.max_len, d.chat) for e in val_ex if e.response is not None
     ]
 
+    validating = cfg.validation == "on" or (cfg.validation == "auto" and method.sampler == "adaptive")
+
     def validate() -> float | None:
         """Student token NLL on held-out ground-truth responses (DistiLLM's validation loss)."""
-        if not val_rows:
+        if not val_rows or not validating:
             return None
         model = acc.unwrap_model(student)
         model.eval()
@@ -659,7 +687,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             bar.refresh()
         state["elapsed"] = time.perf_counter() - t_run
         done = step + 1 == total or (o.max_tokens is not None and state["tokens"] >= o.max_tokens)
-        if (cfg.save_every and (step + 1) % cfg.save_every == 0) or done:
+        if (cfg.save_every and (step + 1) % cfg.save_every == 0) or (done and cfg.checkpoint_at_end):
             _save(cfg, out_dir, step + 1, acc, student, optimizer, scheduler, sampler, losses, state, gather_object)
         _kill_hook(step + 1)
         if done:
@@ -771,7 +799,7 @@ def _restore(path: Path, acc, student, optimizer, scheduler, sampler, losses, ra
 def _config_sha(cfg: TrainConfig) -> str:
     """Hash of everything that shapes the trajectory (not ``resume``, logging or checkpoint cadence)."""
     d = config_to_dict(cfg)
-    for key in ("resume", "tensorboard", "save_every", "keep_checkpoints", "output_dir"):
+    for key in ("resume", "tensorboard", "save_every", "keep_checkpoints", "checkpoint_at_end", "output_dir"):
         d.pop(key, None)
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -47,6 +47,9 @@ class EvalConfig:
         default_factory=list, metadata={"help": "registry task names, or lm_eval:<name> (online)"}
     )
     limit: int | None = field(default=None, metadata={"help": "first N examples per task (None: all)", "min": 1})
+    limits: dict[str, int] = field(
+        default_factory=dict, metadata={"help": "per-task first-N limits, e.g. {arith: 20}; override limit"}
+    )
     protocol: Literal["task", "distillm", "greedy"] = field(default="task", metadata={"help": "decoding protocol"})
     seeds: list[int] | None = field(default=None, metadata={"help": "sampling seeds (default: [0]; distillm: 10..50)"})
     temperature: float | None = field(default=None, metadata={"help": "override sampling temperature", "min": 0.0})
@@ -121,7 +124,13 @@ def run_eval(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
     start = time.time()
     quiet_lm_eval()
     tasks, builtin = resolve_tasks(cfg)
-    examples = {t.name: t.examples("test")[: cfg.limit] if cfg.limit else t.examples("test") for t in tasks}
+    unknown = sorted(set(cfg.limits) - {t.name for t in tasks})
+    if unknown:
+        raise ConfigError(f"limits: {', '.join(unknown)} not among the tasks ({', '.join(cfg.tasks)})")
+    bad = sorted(name for name, n in cfg.limits.items() if isinstance(n, bool) or not isinstance(n, int) or n < 1)
+    if bad:
+        raise ConfigError(f"limits: {', '.join(bad)} must be positive integers")
+    examples = {t.name: _first(t.examples("test"), cfg.limits.get(t.name, cfg.limit)) for t in tasks}
     specs = {t.name: task_spec(t, cfg) for t in tasks}
     seeds = cfg.seeds or (DISTILLM_SEEDS if cfg.protocol == "distillm" else [0])
     run_name = cfg.run_name or f"{Path(cfg.model).name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
@@ -196,6 +205,10 @@ def run_eval(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
     atomic_write_json(run_dir / "record.json", record)
     record["run_dir"] = str(run_dir)
     return record
+
+
+def _first(examples: list, n: int | None) -> list:
+    return examples[:n] if n else examples
 
 
 def _metrics_only(row: dict[str, Any]) -> dict[str, float]:

@@ -62,6 +62,33 @@ def test_suite_config_errors_are_one_line(tmp_path):
         load_suite("smoke", ["train.tokens=3"])
 
 
+def test_suite_eval_settings_reach_every_task(tmp_path):
+    """eval.max_new_tokens caps every task's generation (it once did not, and evals ran 10x longer)."""
+    from tasks.eval import resolve_tasks, task_spec
+
+    run = SuiteRun(
+        load_suite("default", ["eval.max_new_tokens=17", "eval.tasks={arith: 3, humaneval: 3, math500: 1}"])
+    )
+    cfg = run.eval_config(tmp_path, "some-model")
+    assert cfg.tasks == ["arith", "humaneval", "math500"] and cfg.limits == {"arith": 3, "humaneval": 3, "math500": 1}
+    assert cfg.max_length == run.cfg.eval.max_length and cfg.output_dir == str(tmp_path)
+    tasks, _ = resolve_tasks(cfg)
+    assert [task_spec(t, cfg).max_new_tokens for t in tasks] == [17, 17, 17]
+
+
+def test_suite_training_keeps_each_methods_own_student_sampling(tmp_path):
+    """The suite caps student generation length without replacing the method's sampling (it once made it greedy)."""
+    from distill.train import _student_sampling
+
+    run = SuiteRun(load_suite("default"))
+    run.output = lambda stage: {"train": "train.jsonl", "heldout": "heldout.jsonl"}  # no stage has run
+    common = run._common_train(tmp_path)
+    assert not [o for o in common if o.startswith("student_sampling")]
+    cfg = load_config(TrainConfig, None, [*common, "method=distillm"])
+    sp = _student_sampling(cfg, 1000)
+    assert sp.temperature == 1.0 and sp.max_new_tokens == run.cfg.train.student_max_new_tokens
+
+
 def test_run_id_is_content_addressed():
     a, b = load_suite("smoke"), load_suite("smoke", ["train.lr=2e-3"])
     assert a.resolved_run_id != b.resolved_run_id and a.resolved_run_id == load_suite("smoke").resolved_run_id

@@ -20,7 +20,7 @@ def test_eval_one_task_per_category(tmp_path, capsys):
     """`eval` of a tiny model on an instruction, a code and a math task, offline, via the CLI."""
     rc = main(
         ["eval", "--model", "tiny-llama", "--tasks", "string-ops,tiny-func,arith"]
-        + ["limit=2", "max_new_tokens=8", "batch_size=4", f"output_dir={tmp_path}", "run_name=r"]
+        + ["limit=2", "limits={arith: 3}", "max_new_tokens=8", "batch_size=4", f"output_dir={tmp_path}", "run_name=r"]
     )
     assert rc == 0
     assert "wrote" in capsys.readouterr().out
@@ -29,10 +29,12 @@ def test_eval_one_task_per_category(tmp_path, capsys):
     for name, info in record["tasks"].items():
         task = get_task(name)
         assert info["version"] == task.version and info["category"] == task.category
-        assert info["n_examples"] == 2 and len(info["data_sha256"]) == 64
+        n = 3 if name == "arith" else 2  # a per-task limit overrides the global one
+        assert info["n_examples"] == n and len(info["data_sha256"]) == 64
+        assert info["generation"]["max_new_tokens"] == 8
         assert 0.0 <= info["scores"][task.primary_metric] <= 1.0
         rows = [json.loads(x) for x in (tmp_path / "r" / "samples" / f"{name}.jsonl").read_text().splitlines()]
-        assert len(rows) == 2
+        assert len(rows) == n
         assert {"prompt", "completion", "score", "example_id", "seed", "target"} <= set(rows[0])
         assert rows[0]["prompt"].startswith("<|im_start|>user")  # tiny-llama has a chat template
     prov = record["provenance"]
@@ -100,6 +102,8 @@ def test_eval_errors_are_one_line(tmp_path, capsys):
     assert "known tasks:" in capsys.readouterr().err
     assert main(["eval", "--tasks", "arith", f"output_dir={tmp_path}"]) == 2
     assert main(["eval", "--model", "tiny-llama", "--tasks", "arith", "limit=0"]) == 2
+    assert main(["eval", "--model", "tiny-llama", "--tasks", "arith", "limits={gsm8k: 2}"]) == 2
+    assert "limits: gsm8k not among the tasks" in capsys.readouterr().err
 
 
 def test_tasks_command_lists_registry(capsys):

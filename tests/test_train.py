@@ -338,6 +338,39 @@ def test_config_errors(train_data):
         load_config(TrainConfig, None, [])
     with pytest.raises(ConfigError, match="unknown method 'minillm'; allowed: sft, kd"):
         load_config(TrainConfig, None, [f"data.train_file={train_data}", "method=minillm"])
+    with pytest.raises(ConfigError, match="validation=off: method 'distillm' adapts"):
+        load_config(TrainConfig, None, [f"data.train_file={train_data}", "method=distillm", "validation=off"])
+
+
+def test_student_sampling_is_per_method_and_the_length_cap_keeps_it(train_data):
+    from distill.train import _student_sampling
+
+    for method, temperature, top_p in (("distillm", 1.0, 1.0), ("gkd", 1.0, 1.0), ("distillm2", 0.8, 0.95)):
+        cfg = load_config(TrainConfig, None, [f"data.train_file={train_data}", f"method={method}"])
+        sp = _student_sampling(cfg, 100)
+        assert (sp.temperature, sp.top_p, sp.max_new_tokens) == (temperature, top_p, 100)
+        capped = load_config(
+            TrainConfig, None, [f"data.train_file={train_data}", f"method={method}", "student_max_new_tokens=12"]
+        )
+        assert vars(_student_sampling(capped, 100)) == {**vars(sp), "max_new_tokens": 12}
+
+
+@pytest.mark.parametrize("method", ["kd", "distillm"])
+def test_validation_auto_and_no_final_checkpoint(method, train_data, teacher_dir, tmp_path):
+    """validation=auto validates only where the data policy reads it; checkpoint_at_end=false writes no state."""
+    _, rows = run(
+        train_data,
+        teacher_dir,
+        tmp_path,
+        f"method={method}",
+        "optim.max_steps=3",
+        "eval_every=2",
+        "validation=auto",
+        "checkpoint_at_end=false",
+    )
+    validated = [r["step"] for r in rows if "val_loss" in r]
+    assert validated == ([] if method == "kd" else [2, 3])
+    assert not (tmp_path / "checkpoints").exists() and (tmp_path / "final" / "model.safetensors").is_file()
 
 
 def test_empty_and_missing_data_fail_clearly(tmp_path, teacher_dir):
