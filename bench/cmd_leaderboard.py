@@ -1,4 +1,4 @@
-"""``distillm-bench leaderboard RUN_DIR... [--format md|latex|csv|json] [--table leaderboard|cost] [--out DIR]``.
+"""``distillm-bench leaderboard RUN_DIR... [--format md|latex|csv|json] [--table leaderboard|cost|separation] [--out DIR]``.
 
 Re-renders the leaderboard (or the cost table) from the records of one or more run dirs alone and prints it.
 With ``--out DIR`` it also writes every table (md, tex, csv, json; cost md, tex, csv) and the PNG plots into DIR.
@@ -21,6 +21,12 @@ def _main(args: argparse.Namespace) -> int:
         records = load_records([Path(d) for d in args.run_dirs])
         if args.table == "cost":
             text = render_cost(build_cost_table(records), args.format)
+        elif args.table == "separation":
+            from bench.separation import render_md
+
+            if args.format != "md":
+                raise CLIError("--table separation is rendered as md only")
+            text = render_md(build_leaderboard(records))
         else:
             text = render(build_leaderboard(records), args.format)
     except RecordError as err:
@@ -41,6 +47,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("leaderboard", help="re-render the leaderboard and cost table from run records")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="results/<run-id> directories (with records/)")
     p.add_argument("--format", choices=["md", "latex", "csv", "json"], default="md", help="printed format (md)")
-    p.add_argument("--table", choices=["leaderboard", "cost"], default="leaderboard", help="which table to print")
+    p.add_argument(
+        "--table",
+        choices=["leaderboard", "cost", "separation"],
+        default="leaderboard",
+        help="which table to print (separation: pairwise differences on the headline metric, md)",
+    )
     p.add_argument("--out", metavar="DIR", help="also write all tables and plots into DIR")
     p.set_defaults(func=_main)

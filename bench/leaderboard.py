@@ -640,4 +640,9 @@ def write_all(run_dir: Path, records: list[dict[str, Any]] | None = None) -> lis
     for fmt, name in COST_FILES.items():
         atomic_write_text(run_dir / name, render_cost(cost, fmt))
         written.append(run_dir / name)
+    if lb.headline is not None:
+        from bench.separation import render_md
+
+        atomic_write_text(run_dir / "separation.md", render_md(lb))
+        written.append(run_dir / "separation.md")
     return written

@@ -143,6 +143,24 @@ def test_delta_and_dagger():
     assert "† marks |Δ| > 2 × the row's seed std" in md.replace("\\|", "|")
 
 
+def test_pairwise_separation_uses_the_larger_seed_spread():
+    from bench.separation import pairs, render_md
+
+    lb = build_leaderboard(make_records())
+    found = {(p.a, p.b): p for p in pairs(lb)}
+    # KD 2.71 +- 0.014 vs DistiLLM 2.65 +- 0.212: 0.06 < 2 * 0.212
+    kd_distillm = found[("KD", "DistiLLM")]
+    assert kd_distillm.diff == pytest.approx(0.06) and kd_distillm.spread == pytest.approx(0.2121, abs=1e-4)
+    assert not kd_distillm.separates
+    # KD vs the single-seed init: the init contributes no spread, KD's own decides (as the leaderboard's dagger)
+    init_kd = found[("Student init", "KD")]
+    assert init_kd.diff == pytest.approx(0.39) and init_kd.separates
+    assert not found[("KD", "SeqKD")].separates  # 0.29 < 2 * 0.283
+    assert ("Teacher", "KD") not in found and ("KD", "Teacher") not in found
+    md = render_md(lb)
+    assert "| KD | -0.390† |" in md and "Pairwise separation** on KL(T||S) (lower is better)" in md
+
+
 def test_headline_falls_back_to_average_without_kl():
     records = make_records()
     for rec in records:
@@ -260,7 +278,7 @@ def test_write_all_and_load_records(tmp_path):
     assert len(records) == len(ROWS) and all(r["_source"].endswith(".json") for r in records)
     written = write_all(run)
     names = {"leaderboard.md", "leaderboard.tex", "leaderboard.csv", "leaderboard.json", "cost.md", "cost.tex",
-             "cost.csv"}  # fmt: skip
+             "cost.csv", "separation.md"}  # fmt: skip
     assert {p.name for p in written} == names
     assert all((run / n).stat().st_size > 0 for n in names)
     with pytest.raises(RecordError, match="no records under"):
