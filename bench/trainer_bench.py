@@ -22,25 +22,9 @@ import time
 from pathlib import Path
 
 from distill.atomic import atomic_write_json, atomic_write_text
+from distill.synthetic import WORDS, write_synthetic_data
 
 METHODS = ["sft", "kd", "seqkd", "imitkd", "gkd", "distillm", "distillm2", "distillm_v1_batched", "dpkd"]
-
-
-def _data(path: Path, n: int = 96) -> Path:
-    import random
-
-    rng = random.Random(0)
-    words = ["cat", "dog", "river", "tree", "city", "number", "list", "answer", "question", "word"]
-    with open(path, "w") as fh:
-        for i in range(n):
-            if i % 2:
-                a, b = rng.randint(0, 50), rng.randint(0, 50)
-                row = {"prompt": f"What is {a} + {b}?", "response": f"The answer is {a + b}."}
-            else:
-                ws = " ".join(rng.sample(words, 4))
-                row = {"prompt": f"Repeat: {ws}", "response": ws}
-            fh.write(json.dumps(row) + "\n")
-    return path
 
 
 def _train(overrides: list[str]) -> dict:
@@ -66,7 +50,7 @@ def run(teacher: str, steps: int, batch: int, out_dir: Path, methods: list[str])
     from tqdm.auto import tqdm
 
     work = Path(tempfile.mkdtemp(prefix="trainer-bench-"))
-    data = _data(work / "train.jsonl")
+    data = write_synthetic_data(work / "train.jsonl", 96, max_operand=50, words=WORDS[:10], repeat=4)
     common = [f"data.train_file={data}", "data.val_fraction=0", "resume=never", f"cache_dir={work / 'cache'}"]
     t0 = time.perf_counter()
     _train([*common, "method=sft", f"teacher.name={teacher}", f"student.name={teacher}", "optim.epochs=4",

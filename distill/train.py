@@ -600,7 +600,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             sampler.on_validation(v)
             state["val_loss"] = v
     bar = tqdm(
-        total=total, initial=start, desc=f"train {cfg.method}", disable=not acc.is_main_process, dynamic_ncols=True
+        total=_expected_steps(cfg, total, train_ex, s_tok, world),
+        initial=start,
+        desc=f"train {cfg.method}",
+        disable=not acc.is_main_process,
+        dynamic_ncols=True,
     )
     t_run = time.perf_counter() - state["elapsed"]
     for step in range(start, total):
@@ -695,6 +699,17 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     bar.close()
     summary = _finish(cfg, out_dir, acc, student, s_tok, state, state.get("steps", start))
     return summary
+
+
+def _expected_steps(cfg: TrainConfig, total: int, train_ex: list[Example], tok, world: int) -> int:
+    """The progress bar's first guess of the step count: under a token budget, from the mean response length of
+    the data (pairs count twice); the bar re-estimates it from the real token counts after every step."""
+    lengths = [len(tok(e.response, add_special_tokens=False)["input_ids"]) + 1 for e in train_ex if e.response]
+    if not cfg.optim.max_tokens or not lengths:
+        return total
+    rows = cfg.optim.batch_size * cfg.optim.grad_accum * world * (2 if METHODS[cfg.method].sampler == "batched" else 1)
+    per_step = rows * sum(lengths) / len(lengths)
+    return min(total, max(1, math.ceil(cfg.optim.max_tokens / per_step)))
 
 
 def _prepare_teacher(acc, teacher):

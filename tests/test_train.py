@@ -355,6 +355,24 @@ def test_student_sampling_is_per_method_and_the_length_cap_keeps_it(train_data):
         assert vars(_student_sampling(capped, 100)) == {**vars(sp), "max_new_tokens": 12}
 
 
+def test_progress_bar_guesses_the_step_count_of_a_token_budget(train_data):
+    from distill.data import Example
+    from distill.train import _expected_steps
+
+    def tok(text, add_special_tokens=False):  # one token per word
+        return {"input_ids": text.split()}
+
+    examples = [Example(prompt="p", response="a b c"), Example(prompt="p", response="a b c d e f g")]  # 4 and 8 (+EOS)
+    for method, budget, expected in (("kd", 60, 5), ("kd", 10_000, 50), ("distillm2", 60, 3)):
+        cfg = load_config(
+            TrainConfig,
+            None,
+            [f"data.train_file={train_data}", f"method={method}", "optim.batch_size=2", f"optim.max_tokens={budget}"],
+        )
+        assert _expected_steps(cfg, 50, examples, tok, world=1) == expected  # 12 tokens/step (24 with pairs)
+    assert _expected_steps(cfg, 50, [Example(prompt="p", response=None)], tok, world=1) == 50
+
+
 @pytest.mark.parametrize("method", ["kd", "distillm"])
 def test_validation_auto_and_no_final_checkpoint(method, train_data, teacher_dir, tmp_path):
     """validation=auto validates only where the data policy reads it; checkpoint_at_end=false writes no state."""

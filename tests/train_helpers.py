@@ -2,39 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import random
 from pathlib import Path
 
-WORDS = [
-    "cat",
-    "dog",
-    "river",
-    "tree",
-    "city",
-    "number",
-    "list",
-    "answer",
-    "question",
-    "word",
-    "model",
-    "student",
-    "teacher",
-]
+from distill.synthetic import write_synthetic_data
 
 
 def write_train_data(path: Path, n: int = 48, seed: int = 0) -> Path:
-    rng = random.Random(seed)
-    with open(path, "w") as fh:
-        for i in range(n):
-            if i % 2:
-                a, b = rng.randint(0, 20), rng.randint(0, 20)
-                row = {"prompt": f"What is {a} + {b}?", "response": f"The answer is {a + b}."}
-            else:
-                ws = " ".join(rng.sample(WORDS, 3))
-                row = {"prompt": f"Repeat: {ws}", "response": ws}
-            fh.write(json.dumps(row) + "\n")
-    return path
+    return write_synthetic_data(path, n, seed=seed)
 
 
 def base_overrides(data: Path, teacher: str, out: Path) -> list[str]:
