@@ -25,12 +25,16 @@ class Pair:
         return self.spread is not None and abs(self.diff) > 2 * self.spread
 
 
+def _student_rows(lb: Leaderboard, key: str | None) -> list[Row]:
+    if key is None:
+        raise ValueError("the leaderboard has no headline metric; name one")
+    return [r for r in lb.rows if r.role != "teacher" and key in r.cells and r.cells[key].mean is not None]
+
+
 def pairs(lb: Leaderboard, metric: str | None = None) -> list[Pair]:
     """Every pair of student rows (init and methods) on ``metric`` (default: the leaderboard's headline)."""
     key = metric or lb.headline
-    if key is None:
-        raise ValueError("the leaderboard has no headline metric; name one")
-    rows = [r for r in lb.rows if r.role != "teacher" and key in r.cells and r.cells[key].mean is not None]
+    rows = _student_rows(lb, key)
     out = []
     for i, a in enumerate(rows):
         for b in rows[i + 1 :]:
@@ -45,8 +49,7 @@ def render_md(lb: Leaderboard, metric: str | None = None) -> str:
     """A lower-triangular markdown matrix: cell (row, column) = mean(row) - mean(column), † where it separates."""
     key = metric or lb.headline
     found = {(p.a, p.b): p for p in pairs(lb, key)}
-    rows: list[Row] = [r for r in lb.rows if r.role != "teacher" and key in r.cells]
-    labels = [r.label for r in rows]
+    labels = [r.label for r in _student_rows(lb, key)]
     column = next(c for c in lb.columns if c.key == key)
     lines = [
         f"**Pairwise separation** on {column.label} ({'higher' if column.higher_is_better else 'lower'} is better), "

@@ -59,6 +59,11 @@ class Method:
     source: Literal["data", "teacher", "auto"] = "auto"  # offline responses
     lam: float | None = None  # on-policy fraction (None: from config.gkd.lam)
 
+    @property
+    def reads_validation(self) -> bool:
+        """DistiLLM's adaptive off-policy schedule raises φ when the validation loss rises."""
+        return self.sampler == "adaptive"
+
 
 #: methods.md §4 baselines and the two papers' methods, as (data policy, loss).
 METHODS: dict[str, Method] = {
@@ -189,7 +194,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         require(self.method in METHODS, f"unknown method {self.method!r}; allowed: {', '.join(METHODS)}")
         require(
-            self.validation != "off" or METHODS[self.method].sampler != "adaptive",
+            self.validation != "off" or not METHODS[self.method].reads_validation,
             f"validation=off: method {self.method!r} adapts its off-policy ratio to the validation loss; "
             "use validation=on or auto",
         )
@@ -546,7 +551,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         encode_example(s_tok, e, d.max_prompt_len, d.max_len, d.chat) for e in val_ex if e.response is not None
     ]
 
-    validating = cfg.validation == "on" or (cfg.validation == "auto" and method.sampler == "adaptive")
+    validating = cfg.validation == "on" or (cfg.validation == "auto" and method.reads_validation)
 
     def validate() -> float | None:
         """Student token NLL on held-out ground-truth responses (DistiLLM's validation loss)."""
@@ -670,8 +675,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         }
         if losses.contrastive:
             row["beta"] = info["beta"]
-        last = step + 1 == total or (o.max_tokens is not None and state["tokens"] >= o.max_tokens)
-        if (step + 1) % eval_every == 0 or last:
+        done = step + 1 == total or (o.max_tokens is not None and state["tokens"] >= o.max_tokens)
+        if (step + 1) % eval_every == 0 or done:
             v = validate()
             if v is not None:
                 sampler.on_validation(v)
@@ -690,7 +695,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             bar.total = min(total, step + 1 + math.ceil((o.max_tokens - state["tokens"]) / max(per_step, 1.0)))
             bar.refresh()
         state["elapsed"] = time.perf_counter() - t_run
-        done = step + 1 == total or (o.max_tokens is not None and state["tokens"] >= o.max_tokens)
         if (cfg.save_every and (step + 1) % cfg.save_every == 0) or (done and cfg.checkpoint_at_end):
             _save(cfg, out_dir, step + 1, acc, student, optimizer, scheduler, sampler, losses, state, gather_object)
         _kill_hook(step + 1)
@@ -704,8 +708,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 def _expected_steps(cfg: TrainConfig, total: int, train_ex: list[Example], tok, world: int) -> int:
     """The progress bar's first guess of the step count: under a token budget, from the mean response length of
     the data (pairs count twice); the bar re-estimates it from the real token counts after every step."""
+    if not cfg.optim.max_tokens:
+        return total
     lengths = [len(tok(e.response, add_special_tokens=False)["input_ids"]) + 1 for e in train_ex if e.response]
-    if not cfg.optim.max_tokens or not lengths:
+    if not lengths:
         return total
     rows = cfg.optim.batch_size * cfg.optim.grad_accum * world * (2 if METHODS[cfg.method].sampler == "batched" else 1)
     per_step = rows * sum(lengths) / len(lengths)
