@@ -10,7 +10,7 @@ export MALLOC_MMAP_MAX_ ?= 0
 export MALLOC_TRIM_THRESHOLD_ ?= 100000000000
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup test bench lint clean
+.PHONY: setup test test-slow bench lint clean
 
 setup: $(STAMP)
 
@@ -24,6 +24,10 @@ $(STAMP): pyproject.toml constraints.txt
 test: setup
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/ruff check .
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/pytest -q
+
+# the tests marked slow (real SmolLM2 checks, all HumanEval solutions, tiny end-to-end suites); CI runs them too
+test-slow: setup
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/pytest -q -m slow
 
 bench: setup
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/distillm-bench run

@@ -69,8 +69,8 @@ def run_generate(cfg: GenerateConfig) -> Path:
     if cfg.backend == "vllm":
         from transformers import AutoTokenizer
 
-        if cfg.model.is_pruned:
-            raise ValueError("backend=vllm needs a saved model directory; save the pruned student first")
+        if cfg.model.is_derived:
+            raise ValueError("backend=vllm needs a saved model directory; save the pruned/quantised student first")
         src = resolve_source(cfg.model.name, cfg.model.cache_dir)
         tok = AutoTokenizer.from_pretrained(src)
         gen = make_generator("vllm", None, tok, model_dir=src, chat=cfg.chat, dtype=cfg.model.dtype)

@@ -1,7 +1,8 @@
-"""``distillm-bench leaderboard RUN_DIR... [--format md|latex|csv|json] [--table leaderboard|cost|separation] [--out DIR]``.
+"""``distillm-bench leaderboard RUN_DIR... [--format md|latex|csv|json] [--table leaderboard|cost|paired|separation] [--out DIR]``.
 
-Re-renders the leaderboard (or the cost table) from the records of one or more run dirs alone and prints it.
-With ``--out DIR`` it also writes every table (md, tex, csv, json; cost md, tex, csv) and the PNG plots into DIR.
+Re-renders the leaderboard (or the cost table, the paired comparisons with SFT and KD, the pairwise separation
+matrix) from the records of one or more run dirs alone and prints it. With ``--out DIR`` it also writes every table
+(leaderboard md, tex, csv, json; cost md, tex, csv; paired md, csv, json; separation md) and the plots into DIR.
 Records that disagree on schema, suite config or task versions are refused (one line, exit 2).
 """
 
@@ -21,6 +22,12 @@ def _main(args: argparse.Namespace) -> int:
         records = load_records([Path(d) for d in args.run_dirs])
         if args.table == "cost":
             text = render_cost(build_cost_table(records), args.format)
+        elif args.table == "paired":
+            from bench.separation import PAIRED_FORMATS, build_paired, render_paired
+
+            if args.format not in PAIRED_FORMATS:
+                raise CLIError(f"--table paired is rendered as {', '.join(PAIRED_FORMATS)} only")
+            text = render_paired(build_paired(build_leaderboard(records)), args.format)
         elif args.table == "separation":
             from bench.separation import render_md
 
@@ -49,9 +56,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=["md", "latex", "csv", "json"], default="md", help="printed format (md)")
     p.add_argument(
         "--table",
-        choices=["leaderboard", "cost", "separation"],
+        choices=["leaderboard", "cost", "paired", "separation"],
         default="leaderboard",
-        help="which table to print (separation: pairwise differences on the headline metric, md)",
+        help="which table to print (paired: every method vs SFT and KD on shared seeds, md/csv/json; "
+        "separation: pairwise differences on the headline metric, md)",
     )
     p.add_argument("--out", metavar="DIR", help="also write all tables and plots into DIR")
     p.set_defaults(func=_main)

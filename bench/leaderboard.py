@@ -7,14 +7,21 @@ Records are the JSON files ``<run_dir>/records/*.json`` written by ``bench/run.p
 Table semantics (also stated in each table's footnote):
 
 - rows: teacher, student init, then the methods in canonical order (sft, kd, seqkd, imitkd, gkd, distillm,
-  distillm2, then others in order of first appearance); columns grouped by category;
-- a cell is the mean ± std over seeds (sample std, ddof=1, with ≥ 2 seeds; a single value otherwise);
-- **Avg.** is, per record, the mean of the higher-is-better task columns, excluding fidelity and pipeline checks;
-  the cell is then its mean ± std over seeds;
+  distillm2, then others in order of first appearance);
+- columns: the task metrics grouped by category (instruction, code, math, caption, then other categories), then
+  fidelity (KL, NLL, ROUGE-L), then Avg., then Gap rec., then Δ;
+- a cell is the mean ± the 95% confidence half-width over seeds, ``t_{0.975, n-1} · s / sqrt(n)`` (``s`` the
+  sample std, ddof=1); a single value where n = 1;
+- **Avg.** is, per seed, the mean of the primary higher-is-better task metrics (one per task: a metric whose
+  ``metric_info`` says ``"primary": false`` is shown but not averaged), excluding fidelity and pipeline checks;
+- **Gap rec.** is, per seed, ``(Avg. − Avg.(init)) / (Avg.(teacher) − Avg.(init))``: the fraction of the
+  teacher–init gap the method recovers; "–" for the teacher and the init, and everywhere when the gap is 0;
 - bold: the best student (every row but the teacher) per column, by ``higher_is_better``; ties are all bold, but
   a column where every student ties has no bold; pipeline-check columns are not compared;
-- Δ: the change of the headline metric (``fidelity/kl`` if present, else Avg.) against the student init; † marks
-  |Δ| > 2 × the row's seed std (rows with a single seed get no mark).
+- Δ: the change of the headline metric (``fidelity/kl`` if present, else Avg.) against the student init; † where
+  the 95% CI of that change excludes 0 (see :func:`compare`; rows with a single seed get no mark).
+
+Method-vs-method comparisons (paired on seeds) are in ``bench/separation.py``.
 
 Records that disagree on schema, suite_hash, a task version or a metric's definition are refused with one line
 naming both records and the field (:class:`RecordError`, a ``ValueError``), as are duplicate (role, method, seed).
@@ -23,6 +30,7 @@ naming both records and the field (:class:`RecordError`, a ``ValueError``), as a
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
@@ -35,12 +43,56 @@ from distill.atomic import atomic_write_text
 
 SCHEMA = "distillm-bench/record/v1"
 ROLES = ("teacher", "student-init", "method")
-CATEGORY_ORDER = ("fidelity", "instruction", "code", "math", "caption")
+TASK_CATEGORY_ORDER = ("instruction", "code", "math", "caption")  # then other task categories, then fidelity
+CATEGORY_ORDER = (*TASK_CATEGORY_ORDER, "fidelity")
+FIDELITY_ORDER = ("fidelity/kl", "fidelity/nll", "fidelity/rouge_l")
 METHOD_ORDER = ("sft", "kd", "seqkd", "imitkd", "gkd", "distillm", "distillm2")
 FORMATS = ("md", "latex", "csv", "json")
 AVERAGE = "average"
+GAP = "gap_recovered"
 HEADLINE = "fidelity/kl"
 REFERENCE_METHOD = "kd"
+
+# t_{0.975, df} for df = 1..30 (scipy.stats.t.ppf(0.975, df), 10 decimals): the fallback without scipy
+_T975 = (
+    12.7062047362, 4.3026527297, 3.1824463053, 2.7764451052, 2.5705818356, 2.4469118511, 2.3646242516,
+    2.3060041352, 2.2621571628, 2.228138852, 2.2009851601, 2.1788128297, 2.1603686565, 2.1447866879,
+    2.1314495456, 2.1199052992, 2.1098155778, 2.1009220402, 2.0930240544, 2.0859634473, 2.0796138447,
+    2.0738730679, 2.0686576104, 2.0638985616, 2.0595385528, 2.0555294386, 2.0518305165, 2.0484071418,
+    2.0452296421, 2.0422724563,
+)  # fmt: skip
+
+
+def t_table(df: int) -> float:
+    """t_{0.975, df} without scipy: the exact table for df ≤ 30, the Cornish–Fisher expansion beyond (|error| < 1e-7)."""
+    if df < 1:
+        raise ValueError(f"degrees of freedom must be ≥ 1, got {df}")
+    if df <= len(_T975):
+        return _T975[df - 1]
+    z = 1.959963984540054
+    g = ((z**3 + z) / 4, (5 * z**5 + 16 * z**3 + 3 * z) / 96, (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384,
+         (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / 92160)  # fmt: skip
+    return z + sum(gi / df ** (i + 1) for i, gi in enumerate(g))
+
+
+@functools.cache
+def t_crit(df: int) -> float:
+    """The two-sided 95% Student-t critical value t_{0.975, df} (scipy when importable, else :func:`t_table`)."""
+    try:
+        from scipy.stats import t
+    except ImportError:  # pragma: no cover - scipy is a dependency of the venv, but not of the tables
+        return t_table(df)
+    if df < 1:
+        raise ValueError(f"degrees of freedom must be ≥ 1, got {df}")
+    return float(t.ppf(0.975, df))
+
+
+def ci_half(values: list[float]) -> float | None:
+    """The 95% CI half-width of the mean of ``values``: t_{0.975, n-1} · s / sqrt(n); None with fewer than 2."""
+    n = len(values)
+    if n < 2:
+        return None
+    return t_crit(n - 1) * statistics.stdev(values) / math.sqrt(n)
 
 
 class RecordError(ValueError):
@@ -49,18 +101,20 @@ class RecordError(ValueError):
 
 @dataclass(frozen=True)
 class Column:
-    key: str  # metric name, e.g. "fidelity/kl", or AVERAGE
+    key: str  # metric name, e.g. "fidelity/kl", or AVERAGE / GAP
     label: str
-    category: str  # "" for the average column
+    category: str  # "" for the average and gap columns
     higher_is_better: bool
     pipeline_check: bool = False
+    primary: bool = True  # False: shown, but not counted in Avg. (a task's secondary metric)
 
 
 @dataclass
 class Stat:
-    """One cell: the per-seed values of a metric for one row."""
+    """One cell: the per-seed values of a metric for one row (``seeds`` parallel to ``values``)."""
 
     values: list[float]
+    seeds: list[int | None] = field(default_factory=list)
 
     @property
     def n(self) -> int:
@@ -74,6 +128,65 @@ class Stat:
     def std(self) -> float | None:
         return statistics.stdev(self.values) if len(self.values) >= 2 else None
 
+    @property
+    def ci95(self) -> float | None:
+        """Half-width of the 95% CI of the mean (None with a single value)."""
+        return ci_half(self.values)
+
+    def by_seed(self) -> dict[int | None, float]:
+        return dict(zip(self.seeds, self.values, strict=True)) if len(self.seeds) == len(self.values) else {}
+
+
+@dataclass(frozen=True)
+class Diff:
+    """``a − b`` of two cells: the mean of the per-seed differences and its 95% CI half-width.
+
+    ``rule``: ``"paired"`` (per-seed differences on the seeds both rows have), ``"fixed"`` (one side is a single
+    seedless model, such as the student init: the other side's per-seed values minus that one value) or
+    ``"unpaired"`` (no common seed: the difference of the means, no CI)."""
+
+    mean: float
+    half: float | None
+    n: int
+    rule: str
+
+    @property
+    def low(self) -> float | None:
+        return None if self.half is None else self.mean - self.half
+
+    @property
+    def high(self) -> float | None:
+        return None if self.half is None else self.mean + self.half
+
+    @property
+    def significant(self) -> bool:
+        """The 95% CI excludes 0 (never without a CI)."""
+        return self.half is not None and abs(self.mean) > self.half
+
+
+def _fixed(stat: Stat) -> bool:
+    return stat.n == 1 and stat.seeds == [None]
+
+
+def _diff(diffs: list[float], rule: str) -> Diff:
+    return Diff(statistics.fmean(diffs), ci_half(diffs), len(diffs), rule)
+
+
+def compare(a: Stat, b: Stat) -> Diff | None:
+    """``a − b`` with the paired-t rule: per seed on the seeds both have (≥ 2 for a CI); against a single seedless
+    model (the student init, the teacher) the other side's own per-seed values; None if either side is empty."""
+    if not a.values or not b.values:
+        return None
+    pa, pb = a.by_seed(), b.by_seed()
+    common = [s for s in pa if s is not None and s in pb]
+    if common:
+        return _diff([pa[s] - pb[s] for s in common], "paired")
+    if _fixed(b):
+        return _diff([v - b.values[0] for v in a.values], "fixed")
+    if _fixed(a):
+        return _diff([a.values[0] - v for v in b.values], "fixed")
+    return Diff(a.mean - b.mean, None, 0, "unpaired")  # type: ignore[operator]
+
 
 @dataclass
 class Row:
@@ -83,7 +196,8 @@ class Row:
     seeds: list[int | None]
     cells: dict[str, Stat]
     delta: float | None = None
-    delta_exceeds_spread: bool = False
+    delta_ci95: float | None = None
+    delta_significant: bool = False
     best: set[str] = field(default_factory=set)  # column keys where this row is (tied) best
 
 
@@ -96,6 +210,7 @@ class Leaderboard:
     rows: list[Row]
     headline: str | None  # column key of the Δ column's metric
     footnotes: list[str]
+    gap: float | None = None  # Avg.(teacher) − Avg.(init), None without both rows
 
 
 # --------------------------------------------------------------------------- records
@@ -136,6 +251,9 @@ def _model(rec: dict[str, Any]) -> dict[str, Any]:
     return model
 
 
+_INFO_DEFAULTS = {"category": None, "higher_is_better": None, "pipeline_check": None, "primary": True}
+
+
 def check_records(records: list[dict[str, Any]]) -> None:
     """Refuse records that must not share a table (see the module docstring)."""
     if not records:
@@ -157,11 +275,12 @@ def check_records(records: list[dict[str, Any]]) -> None:
                 raise _disagree(other[1], rec, f"task_versions[{task!r}]", other[0], version)
         for metric, info in (rec.get("metric_info") or {}).items():
             other_info, other_rec = infos.setdefault(metric, (info, rec))
-            for attr in ("category", "higher_is_better", "pipeline_check"):
-                if other_info.get(attr) != info.get(attr):
+            for attr, default in _INFO_DEFAULTS.items():
+                if other_info.get(attr, default) != info.get(attr, default):
                     raise _disagree(
-                        other_rec, rec, f"metric_info[{metric!r}].{attr}", other_info.get(attr), info.get(attr)
-                    )
+                        other_rec, rec, f"metric_info[{metric!r}].{attr}", other_info.get(attr, default),
+                        info.get(attr, default),
+                    )  # fmt: skip
         model = _model(rec)
         key = (model["role"], model.get("method"), model.get("seed"))
         if key in keys:
@@ -184,6 +303,16 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
+def _column_rank(col: Column) -> tuple[int, int]:
+    """Task categories in TASK_CATEGORY_ORDER, then other task categories, then fidelity (KL, NLL, ROUGE-L, ...)."""
+    if col.category == "fidelity":
+        sub = FIDELITY_ORDER.index(col.key) if col.key in FIDELITY_ORDER else len(FIDELITY_ORDER)
+        return (len(TASK_CATEGORY_ORDER) + 1, sub)
+    if col.category in TASK_CATEGORY_ORDER:
+        return (TASK_CATEGORY_ORDER.index(col.category), 0)
+    return (len(TASK_CATEGORY_ORDER), 0)
+
+
 def _columns(records: list[dict[str, Any]]) -> list[Column]:
     seen: dict[str, Column] = {}
     for rec in records:
@@ -195,17 +324,17 @@ def _columns(records: list[dict[str, Any]]) -> list[Column]:
             category = info.get("category") or (key.split("/")[0] if key.startswith("fidelity/") else "other")
             seen[key] = Column(
                 key, str(info.get("label") or key), category, bool(info.get("higher_is_better", True)),
-                bool(info.get("pipeline_check", False)),
+                bool(info.get("pipeline_check", False)), bool(info.get("primary", True)),
             )  # fmt: skip
-    order = {c: i for i, c in enumerate(CATEGORY_ORDER)}
-    cols = sorted(seen.values(), key=lambda c: order.get(c.category, len(order)))  # stable: keeps first appearance
-    if any(_in_average(c) for c in cols):
+    cols = sorted(seen.values(), key=_column_rank)  # stable: keeps first appearance within a rank
+    if any(in_average(c) for c in cols):
         cols.append(Column(AVERAGE, "Avg.", "", True))
     return cols
 
 
-def _in_average(col: Column) -> bool:
-    return col.higher_is_better and not col.pipeline_check and col.category not in ("fidelity", "")
+def in_average(col: Column) -> bool:
+    """Whether a column counts in Avg.: a primary, higher-is-better task metric that is not a pipeline check."""
+    return col.higher_is_better and col.primary and not col.pipeline_check and col.category not in ("fidelity", "")
 
 
 def _group_key(model: dict[str, Any], first_seen: dict[tuple, int]) -> tuple:
@@ -215,45 +344,75 @@ def _group_key(model: dict[str, Any], first_seen: dict[tuple, int]) -> tuple:
     return (role_rank, method_rank, first_seen[(model["role"], method)])
 
 
+def _seed_order(rec: dict[str, Any]) -> tuple:
+    seed = rec["model"].get("seed")
+    return (seed is not None, seed if isinstance(seed, (int, float)) else 0, str(seed))
+
+
+def group_records(records: list[dict[str, Any]]) -> list[tuple[tuple[str, str | None], list[dict[str, Any]]]]:
+    """``((role, method), records sorted by seed)`` in leaderboard row order."""
+    groups: dict[tuple, list[dict]] = {}
+    for rec in records:
+        model = _model(rec)
+        groups.setdefault((model["role"], model.get("method")), []).append(rec)
+    first_seen = {k: i for i, k in enumerate(groups)}
+    ordered = sorted(groups.items(), key=lambda kv: _group_key(kv[1][0]["model"], first_seen))
+    return [(k, sorted(recs, key=_seed_order)) for k, recs in ordered]
+
+
+def _cell(recs: list[dict[str, Any]], value) -> Stat:
+    pairs = [(r["model"].get("seed"), v) for r in recs if (v := value(r)) is not None]
+    return Stat([v for _, v in pairs], [s for s, _ in pairs])
+
+
 def build_leaderboard(records: list[dict[str, Any]]) -> Leaderboard:
     check_records(records)
     columns = _columns(records)
-    averaged = [c.key for c in columns if _in_average(c)]
-    groups: dict[tuple, list[dict]] = {}
-    for rec in records:
-        model = rec["model"]
-        groups.setdefault((model["role"], model.get("method")), []).append(rec)
-    first_seen = {k: i for i, k in enumerate(groups)}
+    averaged = [c.key for c in columns if in_average(c)]
+
+    def average(rec: dict[str, Any]) -> float | None:
+        values = [_number(rec["metrics"].get(k)) for k in averaged]
+        return None if None in values else statistics.fmean(values)  # type: ignore[arg-type]
+
     rows = []
-    for (role, method), recs in sorted(groups.items(), key=lambda kv: _group_key(kv[1][0]["model"], first_seen)):
-        recs = sorted(recs, key=lambda r: (r["model"].get("seed") is not None, r["model"].get("seed") or 0))
+    for (role, method), recs in group_records(records):
         cells: dict[str, Stat] = {}
         for col in columns:
             if col.key == AVERAGE:
-                per_seed = [[_number(r["metrics"].get(k)) for k in averaged] for r in recs]
-                values = [statistics.fmean(v) for v in per_seed if None not in v]  # type: ignore[arg-type]
+                cells[col.key] = _cell(recs, average)
             else:
-                values = [v for r in recs if (v := _number(r["metrics"].get(col.key))) is not None]
-            cells[col.key] = Stat(values)
+                cells[col.key] = _cell(recs, lambda r, k=col.key: _number(r["metrics"].get(k)))
         default = {"teacher": "Teacher", "student-init": "Student init"}.get(role, str(method))
         label = str(recs[0]["model"].get("label") or default)
         rows.append(Row(label, role, method, [r["model"].get("seed") for r in recs], cells))
 
     keys = {c.key for c in columns}
+    teacher = next((r for r in rows if r.role == "teacher"), None)
+    init = next((r for r in rows if r.role == "student-init"), None)
+    gap = None
+    if AVERAGE in keys and teacher is not None and init is not None:
+        t_avg, i_avg = teacher.cells[AVERAGE].mean, init.cells[AVERAGE].mean
+        if t_avg is not None and i_avg is not None:
+            gap = t_avg - i_avg
+            columns.append(Column(GAP, "Gap rec.", "", True))
+            for row in rows:
+                avg = row.cells[AVERAGE]
+                if row.role == "method" and abs(gap) > 1e-12:
+                    row.cells[GAP] = Stat([(v - i_avg) / gap for v in avg.values], list(avg.seeds))
+                else:
+                    row.cells[GAP] = Stat([])
+
     headline = HEADLINE if HEADLINE in keys else (AVERAGE if AVERAGE in keys else None)
     _mark_best(columns, rows)
-    init = next((r for r in rows if r.role == "student-init"), None)
     if headline and init is not None and init.cells[headline].mean is not None:
         for row in rows:
-            stat = row.cells[headline]
-            if row is init or stat.mean is None:
+            if row is init or (d := compare(row.cells[headline], init.cells[headline])) is None:
                 continue
-            row.delta = stat.mean - init.cells[headline].mean  # type: ignore[operator]
-            row.delta_exceeds_spread = stat.std is not None and abs(row.delta) > 2 * stat.std
+            row.delta, row.delta_ci95, row.delta_significant = d.mean, d.half, d.significant
     first = records[0]
     run_ids = list(dict.fromkeys(str(r.get("run_id", "")) for r in records))
     lb = Leaderboard(
-        str(first.get("suite", "")), str(first.get("suite_hash", "")), run_ids, columns, rows, headline, []
+        str(first.get("suite", "")), str(first.get("suite_hash", "")), run_ids, columns, rows, headline, [], gap
     )
     lb.footnotes = _footnotes(lb, init is not None)
     return lb
@@ -275,22 +434,38 @@ def _mark_best(columns: list[Column], rows: list[Row]) -> None:
             r.best.add(col.key)
 
 
+CI_NOTE = "95% CI half-width t_{0.975, n−1} · s / √n (s: the sample std over the n seeds)"
+
+
 def _footnotes(lb: Leaderboard, has_init: bool) -> list[str]:
     notes = [
-        "Cells: mean ± std over seeds (sample std, n = seeds); a single value where n = 1. "
+        f"Cells: mean ± the {CI_NOTE}; a single value where n = 1. "
         "↑/↓: higher/lower is better. Bold: best student per column (the teacher row excluded; ties all bold, "
         "none where every student ties)."
     ]
     if any(c.key == AVERAGE for c in lb.columns):
-        notes.append(
-            "Avg.: per seed, the mean of the higher-is-better task columns, excluding fidelity and pipeline checks."
+        note = (
+            "Avg.: per seed, the mean of the primary higher-is-better task metrics (one per task), excluding "
+            "fidelity and pipeline checks; then mean ± CI over seeds."
         )
+        if any(not c.primary and c.category not in ("fidelity", "") for c in lb.columns):
+            note += " ° a task's secondary metric: shown, not counted in Avg."
+        notes.append(note)
+    if any(c.key == GAP for c in lb.columns):
+        note = (
+            "Gap rec.: per seed, (Avg. − Avg.(init)) / (Avg.(teacher) − Avg.(init)), the fraction of the teacher–init "
+            "gap in Avg. the method recovers (1 = all of it, < 0 = below the init); then mean ± CI; – for the "
+            "teacher and the init"
+        )
+        notes.append(note + (", and everywhere here: the gap is 0." if lb.gap is not None and abs(lb.gap) <= 1e-12
+                             else "."))  # fmt: skip
     if lb.headline:
         head = next(c for c in lb.columns if c.key == lb.headline)
         if has_init:
             notes.append(
                 f"Δ: change of {head.label} ({'higher' if head.higher_is_better else 'lower'} is better) against the "
-                "student init; † marks |Δ| > 2 × the row's seed std (no mark with a single seed)."
+                "student init (one fixed model); † where the 95% CI of the change (t over the row's per-seed "
+                "changes) excludes 0 (no mark with a single seed). Method vs method: paired.md."
             )
         else:
             notes.append("Δ: no student-init record, so no change is shown.")
@@ -313,21 +488,22 @@ def fmt_num(x: float) -> str:
 def _cell_text(stat: Stat, pm: str) -> str:
     if stat.mean is None:
         return "–"
-    return fmt_num(stat.mean) if stat.std is None else f"{fmt_num(stat.mean)}{pm}{fmt_num(stat.std)}"
+    half = stat.ci95
+    return fmt_num(stat.mean) if half is None else f"{fmt_num(stat.mean)}{pm}{fmt_num(half)}"
 
 
 def _delta_text(row: Row, dagger: str) -> str:
     if row.delta is None:
         return "–"
-    return f"{row.delta:+.3f}{dagger if row.delta_exceeds_spread else ''}"
+    return f"{row.delta:+.3f}{dagger if row.delta_significant else ''}"
 
 
 def _md_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("*", "\\*").replace("_", "\\_")
 
 
-def _md_doc(title: str, header: list[str], rows: list[list[str]], notes: list[str]) -> str:
-    """A title line, a pipe table (first column left-aligned, the others right-aligned) and bullet footnotes."""
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    """A pipe table (first column left-aligned, the others right-aligned)."""
     widths = [max(3, *(len(r[i]) for r in [header, *rows])) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
@@ -335,16 +511,21 @@ def _md_doc(title: str, header: list[str], rows: list[list[str]], notes: list[st
         return "| " + " | ".join(padded) + " |"
 
     sep = line(["-" * widths[0], *[("-" * (w - 1) + ":") for w in widths[1:]]])
-    table = "\n".join([line(header), sep, *[line(r) for r in rows]])
-    return f"{title}\n\n{table}\n\n" + "".join(f"- {_md_escape(n)}\n" for n in notes)
+    return "\n".join([line(header), sep, *[line(r) for r in rows]])
+
+
+def _md_doc(title: str, header: list[str], rows: list[list[str]], notes: list[str]) -> str:
+    """A title line, a pipe table and bullet footnotes."""
+    return f"{title}\n\n{_md_table(header, rows)}\n\n" + "".join(f"- {_md_escape(n)}\n" for n in notes)
 
 
 _TEX_CHARS = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
     "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "|": r"\textbar{}", "<": r"\textless{}",
-    ">": r"\textgreater{}", "±": r"$\pm$", "×": r"$\times$", "†": r"$^\dagger$", "≈": r"$\approx$", "‖": r"$\|$",
-    "Δ": r"$\Delta$", "φ": r"$\phi$", "α": r"$\alpha$", "β": r"$\beta$", "↑": r"$\uparrow$", "↓": r"$\downarrow$",
-    "–": "--", "—": "---", "·": r"$\cdot$", "≥": r"$\geq$", "≤": r"$\leq$",
+    ">": r"\textgreater{}", "±": r"$\pm$", "×": r"$\times$", "†": r"$^\dagger$", "‡": r"$^\ddagger$",
+    "≈": r"$\approx$", "‖": r"$\|$", "Δ": r"$\Delta$", "φ": r"$\phi$", "α": r"$\alpha$", "β": r"$\beta$",
+    "↑": r"$\uparrow$", "↓": r"$\downarrow$", "–": "--", "—": "---", "·": r"$\cdot$", "≥": r"$\geq$",
+    "≤": r"$\leq$", "−": "$-$", "√": r"$\surd$", "°": r"$^\circ$",
 }  # fmt: skip
 
 
@@ -382,15 +563,21 @@ def _tex_doc(caption: str, label: str, ncols: int, head: list[str], body: list[s
     return "\n".join(lines) + "\n"
 
 
+def _secondary(col: Column) -> bool:
+    return not col.primary and col.category not in ("fidelity", "")
+
+
 def _header_label(col: Column) -> str:
     star = "*" if col.pipeline_check else ""
-    return f"{col.label}{star} {'↑' if col.higher_is_better else '↓'}"
+    ring = "°" if _secondary(col) else ""
+    return f"{col.label}{star}{ring} {'↑' if col.higher_is_better else '↓'}"
 
 
 def _tex_header(col: Column) -> str:
     star = "$^*$" if col.pipeline_check else ""
+    ring = r"$^\circ$" if _secondary(col) else ""
     arrow = r"$\uparrow$" if col.higher_is_better else r"$\downarrow$"
-    return f"{tex_escape(col.label)}{star} {arrow}"
+    return f"{tex_escape(col.label)}{star}{ring} {arrow}"
 
 
 def _delta_header(lb: Leaderboard) -> str:
@@ -427,14 +614,16 @@ def render(lb: Leaderboard, fmt: str) -> str:
         return _render_latex(lb)
     if fmt == "csv":
         header = ["model", "role", "method", "n", "seeds"]
-        header += [f"{c.key}/{stat}" for c in lb.columns for stat in ("mean", "std")]
+        header += [f"{c.key}/{stat}" for c in lb.columns for stat in ("mean", "ci95", "std", "n")]
         rows = []
         for row in lb.rows:
             line: list[Any] = [row.label, row.role, row.method or "", len(row.seeds), ";".join(map(str, row.seeds))]
-            line += [_csv_num(x) for c in lb.columns for x in (row.cells[c.key].mean, row.cells[c.key].std)]
+            for c in lb.columns:
+                s = row.cells[c.key]
+                line += [_csv_num(s.mean), _csv_num(s.ci95), _csv_num(s.std), s.n]
             best = ";".join(c.key for c in lb.columns if c.key in row.best)
-            rows.append([*line, _csv_num(row.delta), int(row.delta_exceeds_spread), best])
-        return _csv_text([*header, "delta", "delta_exceeds_spread", "best"], rows)
+            rows.append([*line, _csv_num(row.delta), _csv_num(row.delta_ci95), int(row.delta_significant), best])
+        return _csv_text([*header, "delta", "delta_ci95", "delta_significant", "best"], rows)
     if fmt == "json":
         return json.dumps(leaderboard_to_dict(lb), indent=2) + "\n"
     raise ValueError(f"unknown format {fmt!r}; allowed: {', '.join(FORMATS)}")
@@ -483,14 +672,15 @@ def _render_latex(lb: Leaderboard) -> str:
 def leaderboard_to_dict(lb: Leaderboard) -> dict[str, Any]:
     rows = [
         {"label": r.label, "role": r.role, "method": r.method, "seeds": r.seeds,
-         "cells": {k: {"mean": s.mean, "std": s.std, "n": s.n, "values": s.values} for k, s in r.cells.items()},
-         "delta": r.delta, "delta_exceeds_spread": r.delta_exceeds_spread,
+         "cells": {k: {"mean": s.mean, "ci95": s.ci95, "std": s.std, "n": s.n, "values": s.values,
+                       "seeds": s.seeds} for k, s in r.cells.items()},
+         "delta": r.delta, "delta_ci95": r.delta_ci95, "delta_significant": r.delta_significant,
          "best": [c.key for c in lb.columns if c.key in r.best]}
         for r in lb.rows
     ]  # fmt: skip
-    return {"schema": "distillm-bench/leaderboard/v1", "suite": lb.suite, "suite_hash": lb.suite_hash,
-            "run_ids": lb.run_ids, "headline": lb.headline, "columns": [vars(c) for c in lb.columns], "rows": rows,
-            "footnotes": lb.footnotes}  # fmt: skip
+    return {"schema": "distillm-bench/leaderboard/v2", "suite": lb.suite, "suite_hash": lb.suite_hash,
+            "run_ids": lb.run_ids, "headline": lb.headline, "gap": lb.gap,
+            "columns": [vars(c) for c in lb.columns], "rows": rows, "footnotes": lb.footnotes}  # fmt: skip
 
 
 # --------------------------------------------------------------------------- cost table
@@ -501,6 +691,10 @@ COST_FIELDS = (  # (train key, header)
     ("generation_share", "Generation share"),
     ("peak_rss_mib", "Peak memory (MiB)"),
 )
+SETUP_FIELDS = (  # shown when any record's train summary has setup_generation_s
+    ("setup_generation_s", "Teacher gen. (s)"),
+    ("total_s", "Total (s)"),
+)
 
 
 @dataclass
@@ -508,7 +702,7 @@ class CostRow:
     label: str
     method: str
     seeds: list[int | None]
-    cells: dict[str, Stat]  # COST_FIELDS key -> per-seed values
+    cells: dict[str, Stat]  # field key -> per-seed values
     ratios: dict[str, float | None]  # mean / KD's mean
 
 
@@ -519,32 +713,49 @@ class CostTable:
     rows: list[CostRow]
     reference: str | None  # the method the ratios are relative to (KD), None when absent
     footnotes: list[str]
+    fields: tuple[tuple[str, str], ...] = COST_FIELDS  # (key, header) in column order
+
+
+def _cost_values(train: dict[str, Any], setup: bool) -> dict[str, float | None]:
+    out = {key: _number(train.get(key)) for key, _ in COST_FIELDS}
+    if setup:
+        gen = _number(train.get("setup_generation_s")) or 0.0  # absent: no teacher generation before training
+        out["setup_generation_s"] = gen
+        out["total_s"] = None if out["wall_s"] is None else out["wall_s"] + gen
+    return out
 
 
 def build_cost_table(records: list[dict[str, Any]]) -> CostTable:
-    """One row per method (teacher and student init excluded): each cost's mean over seeds and its ratio to KD."""
-    lb = build_leaderboard(records)  # validation and row order
-    by_group: dict[str | None, list[dict]] = {}
-    for rec in records:
-        if rec["model"]["role"] == "method":
-            by_group.setdefault(rec["model"]["method"], []).append(rec)
+    """One row per method (teacher and student init excluded), in leaderboard order: each cost's mean over seeds
+    and its ratio to KD."""
+    check_records(records)
+    groups = [(key, recs) for key, recs in group_records(records) if key[0] == "method"]
+    setup = any("setup_generation_s" in (r.get("train") or {}) for _, recs in groups for r in recs)
+    fields = (COST_FIELDS[0], *SETUP_FIELDS, *COST_FIELDS[1:]) if setup else COST_FIELDS
     rows = []
-    for lrow in lb.rows:
-        if lrow.role != "method":
-            continue
-        trains = [r.get("train") or {} for r in by_group[lrow.method]]
-        cells = {key: Stat([v for t in trains if (v := _number(t.get(key))) is not None]) for key, _ in COST_FIELDS}
-        rows.append(CostRow(lrow.label, str(lrow.method), lrow.seeds, cells, {}))
+    for (_, method), recs in groups:
+        per_rec = [(r, _cost_values(r.get("train") or {}, setup)) for r in recs]
+        cells: dict[str, Stat] = {}
+        for key, _ in fields:
+            pairs = [(r["model"].get("seed"), v[key]) for r, v in per_rec if v[key] is not None]
+            cells[key] = Stat([v for _, v in pairs], [s for s, _ in pairs])
+        label = str(recs[0]["model"].get("label") or method)
+        rows.append(CostRow(label, str(method), [r["model"].get("seed") for r in recs], cells, {}))
     ref = next((r for r in rows if r.method == REFERENCE_METHOD), None)
     for row in rows:
-        for key, _ in COST_FIELDS:
+        for key, _ in fields:
             base = ref.cells[key].mean if ref else None
             mean = row.cells[key].mean
             row.ratios[key] = mean / base if mean is not None and base else None
     notes = [
-        "Mean over seeds of each method's training stage. Generation share: generation time / train wall time. "
-        "Peak memory: peak resident set size."
+        "Mean over seeds of each method's training stage, rows in leaderboard order. Generation share: generation "
+        "time / train wall time. Peak memory: peak resident set size."
     ]
+    if setup:
+        notes.append(
+            "Teacher gen.: teacher generation done before training (e.g. SeqKD's teacher samples; 0 where a method "
+            "has none). Total: train wall time + teacher gen."
+        )
     if ref:
         notes.append(
             f"×{ref.label}: the mean divided by {ref.label}'s ({ref.label} = 1.00×), as in DistiLLM's efficiency "
@@ -552,7 +763,14 @@ def build_cost_table(records: list[dict[str, Any]]) -> CostTable:
         )
     else:
         notes.append("No KD row: ratios are not shown.")
-    return CostTable(lb.suite, lb.suite_hash, rows, ref.label if ref else None, notes)
+    first = records[0]
+    return CostTable(
+        str(first.get("suite", "")), str(first.get("suite_hash", "")), rows, ref.label if ref else None, notes,
+        fields,
+    )  # fmt: skip
+
+
+_WHOLE_SECONDS = ("tokens_per_s", "peak_rss_mib")
 
 
 def _cost_value(key: str, stat: Stat) -> str:
@@ -560,7 +778,7 @@ def _cost_value(key: str, stat: Stat) -> str:
         return "–"
     if key == "generation_share":
         return f"{100 * stat.mean:.0f}%"
-    return f"{stat.mean:.0f}" if key in ("tokens_per_s", "peak_rss_mib") else f"{stat.mean:.1f}"
+    return f"{stat.mean:.0f}" if key in _WHOLE_SECONDS else f"{stat.mean:.1f}"
 
 
 def _ratio_text(x: float | None, times: str) -> str:
@@ -569,12 +787,12 @@ def _ratio_text(x: float | None, times: str) -> str:
 
 def _cost_grid(cost: CostTable, times: str) -> tuple[list[str], list[list[str]]]:
     header = ["Method", "n"]
-    for _, title in COST_FIELDS:
+    for _, title in cost.fields:
         header += [title, f"×{cost.reference}"] if cost.reference else [title]
     rows = []
     for row in cost.rows:
         cells = [row.label, str(len(row.seeds))]
-        for key, _ in COST_FIELDS:
+        for key, _ in cost.fields:
             cells.append(_cost_value(key, row.cells[key]))
             if cost.reference:
                 cells.append(_ratio_text(row.ratios[key], times))
@@ -584,7 +802,7 @@ def _cost_grid(cost: CostTable, times: str) -> tuple[list[str], list[list[str]]]
 
 def render_cost(cost: CostTable, fmt: str) -> str:
     """The cost table as Markdown (``md``), a LaTeX table float (``latex``), ``csv`` or ``json``."""
-    keys = [k for k, _ in COST_FIELDS]
+    keys = [k for k, _ in cost.fields]
     if fmt in ("md", "latex"):
         header, rows = _cost_grid(cost, "×")
         if fmt == "md":
@@ -609,7 +827,7 @@ def render_cost(cost: CostTable, fmt: str) -> str:
             for r in cost.rows
         ]  # fmt: skip
         out = {"schema": "distillm-bench/cost/v1", "suite": cost.suite, "suite_hash": cost.suite_hash,
-               "reference": cost.reference, "rows": rows, "footnotes": cost.footnotes}  # fmt: skip
+               "reference": cost.reference, "fields": keys, "rows": rows, "footnotes": cost.footnotes}  # fmt: skip
         return json.dumps(out, indent=2) + "\n"
     raise ValueError(f"unknown format {fmt!r}; allowed: {', '.join(FORMATS)}")
 
@@ -623,13 +841,17 @@ TABLE_FILES = {
     "json": "leaderboard.json",
 }
 COST_FILES = {"md": "cost.md", "latex": "cost.tex", "csv": "cost.csv"}
+PAIRED_FILES = {"md": "paired.md", "csv": "paired.csv", "json": "paired.json"}
 
 
 def write_all(run_dir: Path, records: list[dict[str, Any]] | None = None) -> list[Path]:
-    """Write the leaderboard (md, tex, csv, json) and cost table (md, tex, csv) into ``run_dir``, atomically.
+    """Write the leaderboard (md, tex, csv, json), the cost table (md, tex, csv), the paired comparisons with SFT
+    and KD (md, csv, json; when either is present) and ``separation.md`` into ``run_dir``, atomically.
 
     ``records`` defaults to the run dir's own records; pass them to render several run dirs into one place.
     """
+    from bench.separation import build_paired, render_md, render_paired
+
     run_dir = Path(run_dir)
     records = load_records([run_dir]) if records is None else records
     lb, cost = build_leaderboard(records), build_cost_table(records)
@@ -640,9 +862,12 @@ def write_all(run_dir: Path, records: list[dict[str, Any]] | None = None) -> lis
     for fmt, name in COST_FILES.items():
         atomic_write_text(run_dir / name, render_cost(cost, fmt))
         written.append(run_dir / name)
+    paired = build_paired(lb)
+    if paired.rows:
+        for fmt, name in PAIRED_FILES.items():
+            atomic_write_text(run_dir / name, render_paired(paired, fmt))
+            written.append(run_dir / name)
     if lb.headline is not None:
-        from bench.separation import render_md
-
         atomic_write_text(run_dir / "separation.md", render_md(lb))
         written.append(run_dir / "separation.md")
     return written

@@ -51,7 +51,8 @@ METHOD_LABELS = {
 #: Part of every stage key. Bump it when a stage's outputs change for the same suite config (a fix in the
 #: trainer, the evaluation or the data path), so that no run reuses stages computed by the older code.
 #: 2: eval.max_new_tokens reaches the tasks; on-policy sampling keeps each method's temperature; chunked loss.
-PIPELINE_VERSION = 2
+#: 3: validation prompts distinct from held-out ones; LR schedules decay over the token budget; labelled subset.
+PIPELINE_VERSION = 3
 
 
 def _sha(obj: Any) -> str:
@@ -167,7 +168,7 @@ class SuiteRun:
                     "method_overrides": c.train.method_overrides.get(method, []),
                 }
                 tokens = c.train.token_budget or c.train.epochs * c.prompts.n_train * c.teacher_sampling.max_new_tokens
-                cost = est.train_s_per_1k_tokens.get(method, 2.0) * tokens / 1000 + 8
+                cost = est.train_s_per_1k_tokens.get(method, 2.0) * tokens / 1000 + est.stage_overhead_s
                 self._add(
                     f"train:{method}:s{seed}",
                     spec,
@@ -215,7 +216,8 @@ class SuiteRun:
             )
         return rows
 
-    def run(self, force: list[str] = (), progress: bool = True) -> dict[str, Any]:
+    def run(self, force: list[str] = (), progress: bool = True, until: str | None = None) -> dict[str, Any]:
+        """Run every stage not yet done (``until``: stop after that stage, writing no tables); returns a summary."""
         from tqdm.auto import tqdm
 
         from bench.leaderboard import write_all
@@ -223,10 +225,15 @@ class SuiteRun:
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(self.cfg, self.run_dir / "suite.yaml")
-        if self.cfg.threads:
-            import torch
+        import torch
 
+        from bench.contention import choose_threads
+
+        if self.cfg.threads:
             torch.set_num_threads(self.cfg.threads)
+        max_threads, threads_log = torch.get_num_threads(), {}
+        if until is not None and until not in [s.name for s in self.stages]:
+            raise ValueError(f"--until {until!r} is no stage; stages: {', '.join(s.name for s in self.stages)}")
         forced = [s for s in self.stages if any(s.name == f or s.name.startswith(f + ":") for f in force)]
         unknown = [f for f in force if not any(s.name == f or s.name.startswith(f + ":") for s in self.stages)]
         if unknown:
@@ -241,9 +248,13 @@ class SuiteRun:
             bar.set_postfix_str(s.name)
             if s.done(self.run_dir):
                 skipped.append(s.name)
+                if s.name == until:
+                    break
                 continue
             d = s.dir(self.run_dir)
             d.mkdir(parents=True, exist_ok=True)
+            if not self.cfg.threads:  # auto: one thread where the other core is busy
+                threads_log[s.name] = choose_threads(max_threads).as_dict()
             start = time.perf_counter()
             out = s.run(d)
             atomic_write_json(
@@ -251,7 +262,12 @@ class SuiteRun:
             )
             ran.append(s.name)
             _fault_hook(len(ran))
+            if s.name == until:
+                break
         bar.close()
+        threads = _threads_summary(self.cfg.threads, max_threads, threads_log)
+        if until is not None:
+            return {"run_dir": str(self.run_dir), "ran": ran, "skipped": skipped, "threads": threads, "outputs": []}
         records = self._collect_records()
         written = write_all(self.run_dir) + write_plots(self.run_dir, records)
         summary = {
@@ -261,9 +277,37 @@ class SuiteRun:
             "wall_s": round(time.perf_counter() - t0, 1),
             "records": len(records),
             "outputs": [str(p) for p in written],
+            "threads": threads,
         }
+        summary["outputs"] += [str(p) for p in self._write_throughput(records, summary["threads"])]
         atomic_write_json(self.run_dir / "run_summary.json", summary)
         return summary
+
+    def _write_throughput(self, records: list[dict[str, Any]], threads: dict[str, Any]) -> list[Path]:
+        """Tokens/s per method of this run, under ``<output_root>/benchmarks/<suite>-throughput.{md,json}``."""
+        from bench.leaderboard import build_cost_table, render_cost
+        from distill.atomic import atomic_write_text
+
+        if not any(r["model"]["role"] == "method" for r in records):
+            return []
+        root = Path(self.cfg.output_root) / "benchmarks"
+        table = render_cost(build_cost_table(records), "md")
+        note = f"Run `{self.cfg.resolved_run_id}`; threads: {threads['note']}.\n"
+        per_method: dict[str, list[float]] = {}
+        for r in records:
+            if r["model"]["role"] == "method" and r.get("train"):
+                per_method.setdefault(r["model"]["method"], []).append(r["train"]["tokens_per_s"])
+        data = {
+            "suite": self.cfg.name,
+            "run_id": self.cfg.resolved_run_id,
+            "threads": threads,
+            "tokens_per_s": {m: v for m, v in per_method.items()},
+            "provenance": _provenance(self.cfg) | {"suite_config": None},
+        }
+        md_path, json_path = root / f"{self.cfg.name}-throughput.md", root / f"{self.cfg.name}-throughput.json"
+        atomic_write_text(md_path, table + "\n" + note)
+        atomic_write_json(json_path, data)
+        return [md_path, json_path]
 
     def _collect_records(self) -> list[dict[str, Any]]:
         return [json.loads(p.read_text()) for p in sorted((self.run_dir / "records").glob("*.json"))]
@@ -290,7 +334,10 @@ class SuiteRun:
         rows = []
         for name in tt.tasks:
             task = get_task(name)
-            for ex in task.examples("train")[: tt.examples_per_task]:
+            n, pool = round(tt.examples_per_task * tt.task_weights.get(name, 1.0)), task.examples("train")
+            if len(pool) < n:
+                raise ValueError(f"teacher_train: task {name!r} has {len(pool)} training examples; {n} were asked for")
+            for ex in pool[:n]:
                 rows.append({"prompt": task.prompt(ex), "response": task.gold(ex).strip()})
         atomic_write_jsonl(d / "gold.jsonl", rows)
         base = as_dict(self.cfg)["teacher"]
@@ -307,6 +354,8 @@ class SuiteRun:
             "resume=auto",
             "data.max_len=256",
             "data.max_prompt_len=192",
+            "checkpoint_at_end=false",
+            *tt.overrides,
         ]
         summary = self._train(overrides)
         return {"model": str(d / "train" / "final"), "train": summary}
@@ -315,30 +364,35 @@ class SuiteRun:
         from tasks.prompts import load_pool
 
         p = self.cfg.prompts
-        per_pool = -(-(p.n_train + p.n_heldout) // len(p.pools))
+        per_pool = -(-(p.n_train + p.n_val + p.n_heldout) // len(p.pools))
         rows = []
         for name in p.pools:
             rows.extend(load_pool(name, limit=per_pool, seed=p.seed, data_file=p.data_files.get(name)))
         import random
 
         random.Random(p.seed).shuffle(rows)
-        need = p.n_train + p.n_heldout
+        need = p.n_train + p.n_val + p.n_heldout
         if len(rows) < need:
             raise ValueError(f"prompt pools {p.pools} hold {len(rows)} prompts; the suite needs {need}")
         rows = rows[:need]
         keep = ("prompt", "pool", "response")
+        # three disjoint slices: training prompts, validation prompts (the only ones DistiLLM's schedule reads) and
+        # held-out prompts (fidelity evaluation only)
         train = [{k: r.get(k) for k in keep} for r in rows[: p.n_train]]
-        held = [{k: r.get(k) for k in keep} for r in rows[p.n_train :]]
-        if p.responses_from == "pool" and any(r["response"] is None for r in train + held):
+        val = [{k: r.get(k) for k in keep} for r in rows[p.n_train : p.n_train + p.n_val]]
+        held = [{k: r.get(k) for k in keep} for r in rows[p.n_train + p.n_val :]]
+        if p.responses_from == "pool" and any(r["response"] is None for r in train + val + held):
             raise ValueError(f"prompts.responses_from=pool, but pools {p.pools} have prompts without responses")
-        atomic_write_jsonl(d / "train_prompts.jsonl", train)
-        atomic_write_jsonl(d / "heldout_prompts.jsonl", held)
-        return {
-            "train": str(d / "train_prompts.jsonl"),
-            "heldout": str(d / "heldout_prompts.jsonl"),
-            "n_train": len(train),
-            "n_heldout": len(held),
-        }
+        labelled = train[: p.n_labelled]
+        if any(r["response"] is None for r in labelled):
+            raise ValueError(
+                f"prompts.n_labelled={p.n_labelled}, but pools {p.pools} have prompts without a ground-truth response"
+            )
+        out = {}
+        for split, split_rows in (("train", train), ("val", val), ("heldout", held), ("labelled", labelled)):
+            atomic_write_jsonl(d / f"{split}_prompts.jsonl", split_rows)
+            out[split], out[f"n_{split}"] = str(d / f"{split}_prompts.jsonl"), len(split_rows)
+        return out
 
     def _run_responses(self, d: Path) -> dict[str, Any]:
         from distill.generation import HFGenerator
@@ -348,10 +402,18 @@ class SuiteRun:
         model, tok = load_from_config(self._teacher_model())
         gen = HFGenerator(model, tok, batch_size=c.train.gen_batch_size, progress="teacher responses")
         out = {}
-        for split in ("train", "heldout"):
+        for split in ("train", "val", "heldout", "labelled"):
             src = [json.loads(x) for x in Path(self.output("prompts")[split]).read_text().splitlines()]
             prompts = [r["prompt"] for r in src]
-            if c.prompts.responses_from == "pool":  # the dataset's own ground truth (e.g. Dolly in DistiLLM)
+            if not src:
+                atomic_write_jsonl(d / f"{split}.jsonl", [])
+                out[split], out[f"{split}_tokens"] = str(d / f"{split}.jsonl"), 0
+                continue
+            # the ground truth: the dataset's own (e.g. Dolly in DistiLLM), the labelled subset, and validation
+            # wherever the pool has it (DistiLLM validates on ground-truth responses)
+            gold = c.prompts.responses_from == "pool" or split == "labelled"
+            gold = gold or (split == "val" and all(r["response"] is not None for r in src))
+            if gold:
                 rows = [
                     {
                         "prompt": r["prompt"],
@@ -377,14 +439,21 @@ class SuiteRun:
             out[f"{split}_tokens"] = sum(r["tokens"] for r in rows)
         return out
 
-    def _common_train(self, out_dir: Path) -> list[str]:
+    def _train_file(self, ground_truth: bool) -> str:
+        """The init and SFT train on the labelled ground truth where the suite has one; the distillation methods
+        on the teacher's responses to the (larger) prompt pool."""
+        responses = self.output("responses")
+        return responses["labelled"] if ground_truth and self.cfg.prompts.n_labelled else responses["train"]
+
+    def _common_train(self, out_dir: Path, ground_truth: bool = False) -> list[str]:
         c, t = self.cfg, self.cfg.train
         tm = self._teacher_model()
         ov = [
             f"teacher.name={tm.name}",
             f"teacher.dtype={tm.dtype}",
-            f"data.train_file={self.output('responses')['train']}",
-            f"data.val_file={self.output('responses')['heldout']}",
+            f"data.train_file={self._train_file(ground_truth)}",
+            # validation prompts only: DistiLLM's schedule never reads the held-out evaluation prompts
+            f"data.val_file={self.output('responses')['val']}",
             "data.val_fraction=0",
             f"data.max_prompt_len={t.max_prompt_len}",
             f"data.max_len={t.max_len}",
@@ -421,12 +490,10 @@ class SuiteRun:
         s = as_dict(c)["student"]
         if s["name"] == "@teacher":  # derive the student from the (possibly freshly trained) teacher
             s["name"] = self._teacher_model().name
-        ov = self._common_train(d / "train")
+        ov = self._common_train(d / "train", ground_truth=True)
         ov += [f"student.{k}={v}" for k, v in s.items() if v is not None and k != "prune_layer_ids"]
         if s.get("prune_layer_ids") is not None:
             ov.append(f"student.prune_layer_ids={s['prune_layer_ids']}")
-        if not c.init.enabled:  # no SFT: the "init" is the raw (pruned) student, saved as is
-            ov += ["optim.max_steps=1", "optim.lr=1e-12"]
         ov += [
             "method=sft",
             f"optim.epochs={c.init.epochs}",
@@ -434,13 +501,18 @@ class SuiteRun:
             f"optim.batch_size={c.init.batch_size}",
             f"seed={c.prompts.seed}",
         ]
+        if not c.init.enabled:  # no SFT: the "init" is the raw (derived) student, saved as is (last: these win)
+            ov += ["optim.max_steps=1", "optim.lr=1e-12"]
         summary = self._train(ov)
         return {"model": str(d / "train" / "final"), "train": summary}
 
     def _trainer(self, method: str, seed: int) -> Callable[[Path], dict[str, Any]]:
         def run(d: Path) -> dict[str, Any]:
             t = self.cfg.train
-            ov = self._common_train(d / "train")
+            ov = self._common_train(d / "train", ground_truth=method == "sft")
+            budget = t.token_budget
+            points = [round(budget * i / t.curve_points) for i in range(1, t.curve_points)] if t.curve_points else []
+            ov += [f"snapshot_tokens={points}"] if points else []
             ov += [
                 f"method={method}",
                 f"student.name={self.output('init')['model']}",
@@ -482,7 +554,8 @@ class SuiteRun:
             out = self.output(stage)
             path, train = out["model"], out["train"]
             mcfg = ModelConfig(name=path, dtype=c.eval.dtype)
-            label = "Student init (SFT)" if role == "student-init" else METHOD_LABELS.get(method, method)
+            init_label = "Student init (SFT)" if c.init.enabled else "Student init"
+            label = init_label if role == "student-init" else METHOD_LABELS.get(method, method)
         metrics: dict[str, float] = {}
         info: dict[str, dict[str, Any]] = {}
         samples: dict[str, str] = {}
@@ -518,22 +591,17 @@ class SuiteRun:
             samples["fidelity"] = str(d / "fidelity_samples.jsonl")
             del model, teacher
         versions: dict[str, Any] = {}
+        curve: list[dict[str, Any]] | None = None
         if c.eval.tasks:
             rec = self._task_eval(d, mcfg.name, mcfg)
+            task_metrics, task_info = _task_metrics(rec, c.eval.pipeline_checks, c.eval.not_averaged)
+            metrics.update(task_metrics)
+            info.update(task_info)
             for task, entry in rec["tasks"].items():
                 versions[task] = entry.get("version")
-                for metric, value in entry["scores"].items():
-                    if metric.endswith("_std") or metric.endswith("_stderr"):
-                        continue
-                    key = f"{task}/{metric}"
-                    metrics[key] = value
-                    info[key] = {
-                        "category": entry.get("category", "other"),
-                        "higher_is_better": True,
-                        "label": f"{task} {metric}",
-                        "pipeline_check": task in c.eval.pipeline_checks,
-                    }
                 samples[task] = str(Path(rec["run_dir"]) / "samples" / f"{task}.jsonl")
+            if c.train.curve_points and role != "teacher":
+                curve = self._curve(d, role, train, mcfg, task_metrics)
         record = {
             "schema": RECORD_SCHEMA,
             "run_id": c.resolved_run_id,
@@ -551,25 +619,58 @@ class SuiteRun:
                 "tokens_per_s": train["tokens_per_s"],
                 "generation_s": train["generation_s"],
                 "generation_share": train["generation_share"],
+                "setup_generation_s": train.get("setup_generation_s", 0.0),
                 "peak_rss_mib": train["peak_rss_mib"],
                 "metrics": train["metrics"],
             },
             "provenance": _provenance(c),
             "samples": samples,
         }
+        if curve is not None:
+            record["curve"] = curve
         name = role if role != "method" else f"{method}-s{seed}"
         atomic_write_json(self.run_dir / "records" / f"{name}.json", record)
         return {"record": str(self.run_dir / "records" / f"{name}.json"), "metrics": metrics}
 
-    def eval_config(self, d: Path, name: str, cache_dir: str | None = None) -> Any:
+    def _curve(self, d: Path, role: str, train, mcfg, final: dict[str, float]) -> list[dict[str, Any]]:
+        """Task metrics along training: the init at 0 tokens, every snapshot, then the final model. Points use
+        ``eval.curve_tasks`` (tasks and limits; default: the full eval) and the final model is re-scored on them
+        unless they equal the full eval."""
+        from tasks.eval import run_eval
+
+        c = self.cfg
+        limits = dict(c.eval.curve_tasks or c.eval.tasks)
+        same = limits == dict(c.eval.tasks)
+
+        def point(path: str, name: str) -> dict[str, float]:
+            rec = run_eval(self.eval_config(d, path, mcfg.cache_dir, limits=limits, run_name=name), progress=False)
+            return _task_metrics(rec, c.eval.pipeline_checks, c.eval.not_averaged)[0]
+
+        if role == "student-init":
+            return [{"tokens": 0, "metrics": final if same else point(mcfg.name, "curve-0")}]
+        points = []
+        for snap in train.get("snapshots", []):
+            points.append({"tokens": snap["tokens"], "metrics": point(snap["path"], f"curve-{snap['tokens']}")})
+        points.append({"tokens": train["tokens"], "metrics": final if same else point(mcfg.name, "curve-final")})
+        return points
+
+    def eval_config(
+        self,
+        d: Path,
+        name: str,
+        cache_dir: str | None = None,
+        limits: dict[str, int] | None = None,
+        run_name: str = "tasks",
+    ) -> Any:
         """The :class:`tasks.eval.EvalConfig` of model ``name``: every task of the suite in one lm-eval run."""
         from tasks.eval import EvalConfig
 
         c = self.cfg
+        limits = dict(limits or c.eval.tasks)
         return EvalConfig(
             model=name,
-            tasks=list(c.eval.tasks),
-            limits=dict(c.eval.tasks),
+            tasks=list(limits),
+            limits=limits,
             dtype=c.eval.dtype,
             batch_size=c.eval.batch_size,
             protocol=c.eval.protocol,
@@ -577,7 +678,7 @@ class SuiteRun:
             max_length=c.eval.max_length,
             backend=c.eval.backend,
             output_dir=str(d),
-            run_name="tasks",
+            run_name=run_name,
             cache_dir=cache_dir,
         )
 
@@ -587,10 +688,46 @@ class SuiteRun:
         return run_eval(self.eval_config(d, name, mcfg.cache_dir), progress=False)
 
 
+def _task_metrics(
+    rec: dict[str, Any], pipeline_checks, not_averaged=()
+) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
+    """``task/metric`` values and their column info from an eval record. ``primary``: the task's primary metric,
+    the one Avg. counts (none for a task in ``not_averaged``)."""
+    metrics, info = {}, {}
+    for task, entry in rec["tasks"].items():
+        for metric, value in entry["scores"].items():
+            if metric.endswith("_std") or metric.endswith("_stderr"):
+                continue
+            key = f"{task}/{metric}"
+            metrics[key] = value
+            info[key] = {
+                "category": entry.get("category", "other"),
+                "higher_is_better": True,
+                "label": f"{task} {metric}",
+                "pipeline_check": task in pipeline_checks,
+                "primary": metric == entry.get("primary_metric", metric) and task not in not_averaged,
+            }
+    return metrics, info
+
+
 def _provenance(cfg: SuiteConfig) -> dict[str, Any]:
     from tasks.eval import provenance
 
     return {**provenance(False), "suite_config": as_dict(cfg)}
+
+
+def _threads_summary(fixed: int, max_threads: int, log: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """What the run did about CPU contention, for ``run_summary.json``."""
+    if fixed:
+        return {"mode": "fixed", "threads": fixed, "note": f"threads={fixed} set in the suite; no calibration"}
+    single = sorted(name for name, c in log.items() if c["threads"] == 1 and max_threads > 1)
+    note = (
+        f"calibrated before each stage: {max_threads} threads throughout (no contention detected)"
+        if not single
+        else f"calibrated before each stage: {len(single)} of {len(log)} stages ran on 1 thread because "
+        f"{max_threads}-thread torch was slower (another process held a core): {', '.join(single)}"
+    )
+    return {"mode": "auto", "max_threads": max_threads, "single_thread_stages": single, "note": note, "stages": log}
 
 
 def _fault_hook(n_done: int) -> None:

@@ -19,6 +19,8 @@ from distill.generation import SamplingParams
 from distill.models import ModelConfig
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
+#: ``distillm-bench run`` without a suite: the controlled world, trained in-process (bench/suites/world.yaml)
+DEFAULT_SUITE = "world"
 
 
 @dataclass
@@ -28,9 +30,16 @@ class TeacherTrainConfig:
     enabled: bool = False
     tasks: list[str] = field(default_factory=lambda: ["arith", "string-ops", "tiny-func"])
     examples_per_task: int = field(default=200, metadata={"min": 1})
+    task_weights: dict[str, float] = field(
+        default_factory=dict,
+        metadata={"help": "task -> multiplier of examples_per_task (default 1), e.g. more of a harder task"},
+    )
     epochs: int = field(default=6, metadata={"min": 1})
     lr: float = field(default=3e-3, metadata={"min": 0.0, "exclusive_min": True})
     batch_size: int = field(default=16, metadata={"min": 1})
+    overrides: list[str] = field(
+        default_factory=list, metadata={"help": "TrainConfig key=value for the teacher's training run"}
+    )
 
 
 @dataclass
@@ -40,6 +49,21 @@ class PromptsConfig:
     pools: list[str] = field(default_factory=lambda: ["ifeval-synth", "string-ops", "arith", "tiny-func"])
     n_train: int = field(default=256, metadata={"min": 1})
     n_heldout: int = field(default=64, metadata={"min": 1})
+    n_val: int = field(
+        default=16,
+        metadata={
+            "help": "validation prompts (DistiLLM's schedule reads their loss), disjoint from train and held-out",
+            "min": 1,
+        },
+    )
+    n_labelled: int = field(
+        default=0,
+        metadata={
+            "help": "ground-truth labelled subset of the train prompts (pool responses) for the init and SFT; "
+            "0: both train on the teacher's responses",
+            "min": 0,
+        },
+    )
     seed: int = field(default=0, metadata={"min": 0})
     responses_from: str = field(
         default="teacher",
@@ -92,6 +116,14 @@ class SuiteTrainConfig:
         default_factory=list, metadata={"help": "TrainConfig key=value for every method, e.g. distillm.phi_init=0.2"}
     )
     method_overrides: dict[str, list[str]] = field(default_factory=dict, metadata={"help": "method -> key=value"})
+    curve_points: int = field(
+        default=0,
+        metadata={
+            "help": "evaluate each run at this many points along its token budget (the last is the final model), "
+            "for learning curves; 0: the final model only",
+            "min": 0,
+        },
+    )
 
 
 @dataclass
@@ -103,6 +135,10 @@ class SuiteEvalConfig:
         default_factory=lambda: ["humaneval", "math500"],
         metadata={"help": "tasks where the teacher scores ~0: labelled as pipeline checks"},
     )
+    not_averaged: list[str] = field(
+        default_factory=list,
+        metadata={"help": "tasks shown but left out of Avg. (e.g. a sampled variant of a task already counted)"},
+    )
     protocol: str = field(default="task", metadata={"choices": ["task", "distillm", "greedy"]})
     fidelity: bool = field(default=True, metadata={"help": "KL/NLL/ROUGE-L against the teacher on held-out prompts"})
     rouge_max_new_tokens: int = field(default=128, metadata={"min": 1})
@@ -113,6 +149,12 @@ class SuiteEvalConfig:
     batch_size: int = field(default=32, metadata={"min": 1})
     max_length: int = field(default=1024, metadata={"min": 16})
     backend: str = field(default="hf", metadata={"choices": ["hf", "vllm"]})
+    curve_tasks: dict[str, int] = field(
+        default_factory=dict,
+        metadata={
+            "help": "tasks (a subset of eval.tasks) -> first-N examples for the learning-curve points (default: the full eval)"
+        },
+    )
 
 
 @dataclass
@@ -136,6 +178,7 @@ class EstimateConfig:
     init_s_per_example_epoch: float = 0.14
     eval_s_per_model: float = 25.0
     teacher_train_s: float = 0.0
+    stage_overhead_s: float = field(default=8.0, metadata={"help": "fixed cost of a training stage (model loads)"})
 
 
 @dataclass
@@ -162,7 +205,14 @@ class SuiteConfig:
     output_root: str = "results"
     run_id: str = field(default="", metadata={"help": "default: <name>-<config hash>"})
     cache_dir: str | None = None
-    threads: int = field(default=0, metadata={"help": "torch threads (0 = torch default)", "min": 0})
+    threads: int = field(
+        default=0,
+        metadata={
+            "help": "torch threads; 0: auto (a short calibration picks 1 thread when the other core is busy, where "
+            "multi-threaded torch collapses)",
+            "min": 0,
+        },
+    )
 
     def __post_init__(self) -> None:
         from distill.train import METHODS
@@ -172,6 +222,18 @@ class SuiteConfig:
         require(not unknown, f"unknown method {unknown[:1]}; known: {', '.join(METHODS)}")
         require(bool(self.seeds), "a suite needs at least one seed")
         require(len(set(self.seeds)) == len(self.seeds), f"duplicate seeds: {self.seeds}")
+        unknown_w = sorted(set(self.teacher_train.task_weights) - set(self.teacher_train.tasks))
+        require(not unknown_w, f"teacher_train.task_weights: {unknown_w} not among teacher_train.tasks")
+        require(
+            self.prompts.n_labelled <= self.prompts.n_train,
+            f"prompts.n_labelled ({self.prompts.n_labelled}) exceeds prompts.n_train ({self.prompts.n_train})",
+        )
+        if self.train.curve_points:
+            require(self.train.token_budget is not None, "train.curve_points needs train.token_budget")
+        unknown_avg = sorted(set(self.eval.not_averaged) - set(self.eval.tasks))
+        require(not unknown_avg, f"eval.not_averaged: {unknown_avg} not among eval.tasks")
+        unknown_curve = sorted(set(self.eval.curve_tasks) - set(self.eval.tasks))
+        require(not unknown_curve, f"eval.curve_tasks: {unknown_curve} not among eval.tasks")
 
     @property
     def hash(self) -> str:
@@ -188,7 +250,7 @@ class SuiteConfig:
 def resolve_suite_path(name_or_path: str | None) -> Path:
     """A suite file path, or a shipped suite name (``default``, ``smoke``, ``paper-...``)."""
     if name_or_path is None:
-        return SUITES_DIR / "default.yaml"
+        return SUITES_DIR / f"{DEFAULT_SUITE}.yaml"
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") or p.exists():
         return p

@@ -89,7 +89,7 @@ class _FusedLinearLoss(torch.autograd.Function):
             del teacher  # free the teacher block before the gradient GEMMs
             g = buf.to(hidden.dtype)
             if grad_h is not None:
-                grad_h.index_copy_(0, idx, g @ weight)
+                grad_h.index_copy_(0, idx, (g @ weight).to(grad_h.dtype))  # bf16 under CPU autocast
             if grad_w is not None:
                 grad_w.addmm_(g.T, h)
             del buf, g  # before the next block's logits are allocated
@@ -132,7 +132,7 @@ class _ChunkedLabelLogProbs(torch.autograd.Function):
             g.scatter_add_(-1, labels[idx, None], torch.ones_like(idx, dtype=g.dtype)[:, None])
             g = (g * grad_out[idx, None].to(g.dtype)).to(hidden.dtype)
             if grad_h is not None:
-                grad_h.index_copy_(0, idx, g @ weight)
+                grad_h.index_copy_(0, idx, (g @ weight).to(grad_h.dtype))  # bf16 under CPU autocast
             if grad_w is not None:
                 grad_w.addmm_(g.T, h)
         return grad_h, grad_w, None, None

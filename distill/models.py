@@ -63,6 +63,18 @@ class ModelConfig:
     )
     prune_layer_ids: list[int] | None = field(default=None, metadata={"help": "explicit layer ids to keep", "min": 0})
     prune_mlp: int | None = field(default=None, metadata={"help": "narrow the MLP to this width", "min": 1})
+    quantize_bits: int | None = field(
+        default=None,
+        metadata={
+            "help": "fake-quantise decoder linear weights to this many bits (RTN, symmetric, per group); "
+            "a degraded student for recovery",
+            "min": 2,
+            "max": 8,
+        },
+    )
+    quantize_group: int = field(
+        default=64, metadata={"help": "input columns per quantisation group (must divide in_features)", "min": 1}
+    )
     cache_dir: str | None = field(default=None, metadata={"help": "cache for converted models (default: user cache)"})
 
     def __post_init__(self) -> None:
@@ -74,6 +86,11 @@ class ModelConfig:
     @property
     def is_pruned(self) -> bool:
         return self.prune_layers is not None or self.prune_layer_ids is not None or self.prune_mlp is not None
+
+    @property
+    def is_derived(self) -> bool:
+        """Pruned or quantised: loaded in float32, transformed, then cast to ``dtype``."""
+        return self.is_pruned or self.quantize_bits is not None
 
 
 def default_cache_dir() -> Path:
@@ -249,6 +266,10 @@ def resolve_source(name: str, cache_dir: str | os.PathLike | None = None) -> str
         return str(prepare_smollm2(cache_dir))
     if name.startswith("tiny-"):
         return str(build_tiny(name, cache_dir))
+    if name.startswith("world-"):
+        from distill.world_model import build_world
+
+        return str(build_world(name, cache_dir))
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
@@ -306,11 +327,18 @@ def load_model(name: str, *, dtype: str = "float32", cache_dir: str | os.PathLik
 
 
 def load_from_config(cfg: ModelConfig):
-    """Load a model config; a pruned config derives the student from ``cfg.name`` and shares its tokenizer."""
-    model, tok = load_model(cfg.name, dtype="float32" if cfg.is_pruned else cfg.dtype, cache_dir=cfg.cache_dir)
+    """Load a model config; a pruned and/or quantised config derives the student from ``cfg.name`` (in float32,
+    pruned first, then fake-quantised by :func:`distill.quantize.fake_quantize_`) and shares its tokenizer."""
+    model, tok = load_model(cfg.name, dtype="float32" if cfg.is_derived else cfg.dtype, cache_dir=cfg.cache_dir)
     if cfg.is_pruned:
         layers = cfg.prune_layer_ids if cfg.prune_layer_ids is not None else cfg.prune_layers
-        model = derive_student(model, layers=layers, mlp_width=cfg.prune_mlp).to(DTYPES[resolve_dtype(cfg.dtype)])
+        model = derive_student(model, layers=layers, mlp_width=cfg.prune_mlp)
+    if cfg.quantize_bits is not None:
+        from distill.quantize import fake_quantize_
+
+        fake_quantize_(model, cfg.quantize_bits, cfg.quantize_group)
+    if cfg.is_derived:
+        model = model.to(DTYPES[resolve_dtype(cfg.dtype)])
     return model, tok
 
 

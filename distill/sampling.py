@@ -77,6 +77,9 @@ class Sampler:
     def __init__(self, plan: Plan, seed: int):
         plan.validate()
         self.plan, self.seed = plan, seed
+        #: sequence lengths for length-grouped batches (see :meth:`epoch_order`); None: plain shuffling
+        self.lengths: list[int] | None = None
+        self._order: tuple[int, list[int]] | None = None
         self.stats: dict[str, float] = {}
         #: fraction of training done, set by the trainer before each step (token budgets); None: step / total
         self.progress: float | None = None
@@ -87,14 +90,33 @@ class Sampler:
     def step_indices(self, step: int) -> list[list[int]]:
         """Example indices of each micro-batch of optimizer step ``step`` (0-based)."""
         epoch, j = divmod(step, self.plan.steps_per_epoch)
-        g = torch.Generator().manual_seed(derive_seed(self.seed, "order", epoch))
-        perm = torch.randperm(self.plan.n_examples, generator=g).tolist()
+        perm = self.epoch_order(epoch)
         chunk = perm[j * self.plan.per_step : (j + 1) * self.plan.per_step]
         # global micro-batch m is examples [m*mb*W, (m+1)*mb*W); rank r takes its r-th slice of each, so W ranks
         # with micro-batch mb see exactly what one process with micro-batch mb*W sees
         mb, world, rank = self.plan.micro_batch, self.plan.world_size, self.plan.rank
         glob = mb * world
         return [chunk[i + rank * mb : i + (rank + 1) * mb] for i in range(0, len(chunk), glob)]
+
+    def epoch_order(self, epoch: int) -> list[int]:
+        """The example order of ``epoch``: a seeded shuffle. With :attr:`lengths`, each run of 64 consecutive
+        steps' examples is then sorted by length (HF's ``group_by_length`` megabatches), so a batch holds sequences
+        of similar length and pads little; the steps keep their shuffled order, and the examples of an epoch are
+        the same."""
+        if self._order is not None and self._order[0] == epoch:
+            return self._order[1]
+        g = torch.Generator().manual_seed(derive_seed(self.seed, "order", epoch))
+        perm = torch.randperm(self.plan.n_examples, generator=g).tolist()
+        if self.lengths is not None:
+            mega = 64 * self.plan.per_step
+            groups = [sorted(perm[i : i + mega], key=lambda k: -self.lengths[k]) for i in range(0, len(perm), mega)]
+            size = self.plan.per_step
+            steps = [grp[i : i + size] for grp in groups for i in range(0, len(grp), size)]
+            full, rest = [st for st in steps if len(st) == size], [k for st in steps if len(st) < size for k in st]
+            order = torch.randperm(len(full), generator=g).tolist()
+            perm = [k for i in order for k in full[i]] + rest  # the epoch's steps take full groups only
+        self._order = (epoch, perm)
+        return perm
 
     def rng(self, step: int, micro: int, what: str) -> random.Random:
         return random.Random(derive_seed(self.seed, what, step, micro))
@@ -118,9 +140,11 @@ class OfflineSampler(Sampler):
 
     name = "offline"
 
-    def __init__(self, plan: Plan, seed: int, rows: list[Row]):
+    def __init__(self, plan: Plan, seed: int, rows: list[Row], group_by_length: bool = False):
         super().__init__(plan, seed)
         self.rows = rows
+        if group_by_length:
+            self.lengths = [len(r.prompt_ids) + len(r.response_ids) for r in rows]
 
     def batches(self, step: int) -> list[list[Row]]:
         self.stats = {"on_policy_fraction": 0.0}

@@ -89,6 +89,13 @@ class DataConfig:
     max_len: int = field(default=512, metadata={"min": 2})
     chat: bool = True
     limit: int | None = field(default=None, metadata={"help": "use the first N training examples", "min": 1})
+    group_by_length: bool = field(
+        default=False,
+        metadata={
+            "help": "offline methods: batches of similar length (less padding, faster steps). Batches then tend to "
+            "hold one kind of example: on the world's mixed-task teacher data it cost up to 0.8 accuracy (measured)"
+        },
+    )
 
 
 @dataclass
@@ -180,6 +187,14 @@ class TrainConfig:
         },
     )
     save_every: int = field(default=0, metadata={"help": "checkpoint every N steps; 0 = only at the end", "min": 0})
+    snapshot_tokens: list[int] = field(
+        default_factory=list,
+        metadata={
+            "help": "save the student's weights (no optimizer) once this many target tokens were trained, for "
+            "learning curves: <output_dir>/snapshots/tokens-<N>/",
+            "min": 1,
+        },
+    )
     checkpoint_at_end: bool = field(
         default=True,
         metadata={"help": "write a resumable checkpoint (optimizer, sampler, RNG) after the last step too"},
@@ -249,22 +264,33 @@ class TeacherResponses:
         self.root = Path(cfg.cache_dir or default_cache_dir()) / "generations"
 
     def __call__(self, epoch: int) -> list[list[int]]:
+        """The teacher's responses for ``epoch``. Their generation time is charged to ``timer["teacher_generation"]``
+        whether they were generated now or read from the cache (which stores the seconds they took), so every
+        method and seed reports the teacher sampling it depends on, not only the run that filled the cache."""
         path = self.root / f"{_teacher_generation_key(self.cfg, self.tok, self.prompts, self.sp, epoch)}.jsonl"
+        meta = path.with_suffix(".meta.json")
         if path.is_file():
+            seconds = json.loads(meta.read_text())["seconds"] if meta.is_file() else 0.0
+            self.timer["teacher_generation"] = self.timer.get("teacher_generation", 0.0) + seconds
             return [json.loads(line)["ids"] for line in path.read_text().splitlines()]
         t0 = time.perf_counter()
         gen = HFGenerator(self.teacher, self.tok, batch_size=self.cfg.gen_batch_size, progress="teacher responses")
         sp = SamplingParams(**{**vars(self.sp), "seed": derive_seed(self.sp.seed, "teacher", epoch)})
         out = [c[0].token_ids for c in gen.generate_ids(self.prompts, sp)]
+        seconds = time.perf_counter() - t0
+        from distill.atomic import atomic_write_json
+
+        atomic_write_json(meta, {"seconds": seconds, "prompts": len(out)})
         atomic_write_jsonl(path, ({"ids": ids} for ids in out))
-        self.timer["generation"] += time.perf_counter() - t0
+        self.timer["teacher_generation"] = self.timer.get("teacher_generation", 0.0) + seconds
+        self.timer["teacher_generation_live"] = self.timer.get("teacher_generation_live", 0.0) + seconds
         return out
 
 
 def _make_sampler(cfg: TrainConfig, plan: Plan, data_rows, prompts, teacher_resp, gen_student) -> Sampler:
     method = METHODS[cfg.method]
     if method.sampler == "offline":
-        return OfflineSampler(plan, cfg.seed, data_rows())
+        return OfflineSampler(plan, cfg.seed, data_rows(), cfg.data.group_by_length)
     if method.sampler == "on_policy":
         lam = method.lam if method.lam is not None else cfg.gkd_lambda
         return OnPolicyMixSampler(plan, cfg.seed, data_rows(), gen_student, lam)
@@ -284,13 +310,21 @@ def _make_sampler(cfg: TrainConfig, plan: Plan, data_rows, prompts, teacher_resp
     return BatchedOnPolicySampler(plan, cfg.seed, prompts, teacher_resp, gen_student)
 
 
-def _lr_lambda(cfg: OptimConfig, total: int):
+def _lr_lambda(cfg: OptimConfig, total: int, budget_progress=None):
+    """LR multiplier at ``step``: linear warmup, then constant / cosine / linear decay over the run.
+
+    Under a token budget (``budget_progress`` returns the fraction of ``max_tokens`` trained so far) the decay
+    follows that fraction, so the schedule ends where the budget does; by steps, it would decay over
+    ``epochs x steps per epoch``, which a budget may never reach."""
+
     def fn(step: int) -> float:
         if step < cfg.warmup_steps:
             return (step + 1) / (cfg.warmup_steps + 1)
         if cfg.schedule == "constant":
             return 1.0
         frac = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
+        if budget_progress is not None:
+            frac = min(1.0, budget_progress())
         shape = 0.5 * (1 + math.cos(math.pi * frac)) if cfg.schedule == "cosine" else 1.0 - frac
         return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * shape
 
@@ -470,6 +504,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     from distill.models import fast_bf16
 
     precision = cfg.mixed_precision if cfg.mixed_precision != "auto" else ("bf16" if fast_bf16() else "no")
+    _reset_precision(precision)
     acc = Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
     out_dir = Path(cfg.output_dir)
     torch.manual_seed(derive_seed(cfg.seed, "init"))
@@ -487,7 +522,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     d = cfg.data
     prompts = [encode_prompt(s_tok, e.prompt, d.max_prompt_len, d.chat) for e in train_ex]
     max_new = d.max_len - max(len(p) for p in prompts)
-    timer = {"generation": 0.0, "train": 0.0}
+    timer = {"generation": 0.0, "train": 0.0, "teacher_generation": 0.0, "teacher_generation_live": 0.0}
     teacher_sp = SamplingParams(
         **{**vars(cfg.teacher_sampling), "max_new_tokens": min(cfg.teacher_sampling.max_new_tokens, max_new), "n": 1}
     )
@@ -536,7 +571,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     no_decay = [p for n, p in student.named_parameters() if p.requires_grad and p.dim() < 2]
     groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(o, total))
+    budget_state = {"tokens": 0}
+    budget_progress = (lambda: budget_state["tokens"] / o.max_tokens) if o.max_tokens else None
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(o, total, budget_progress))
     student, optimizer = acc.prepare(student, optimizer)
     cache = None
     if cfg.teacher_cache.enabled:
@@ -591,6 +628,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 f"checkpoint {resume_from} was written with a different config; use resume=never or a new output_dir"
             )
         start, state = _restore(resume_from, acc, student, optimizer, scheduler, sampler, losses, rank)
+        budget_state["tokens"] = state["tokens"]
     if acc.is_main_process:
         save_config(cfg, out_dir / "config.yaml")
     metrics_path = out_dir / "metrics.jsonl"
@@ -613,7 +651,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     )
     t_run = time.perf_counter() - state["elapsed"]
     for step in range(start, total):
-        t_step, g0 = time.perf_counter(), timer["generation"]
+        t_step, g0, live0 = time.perf_counter(), timer["generation"], timer["teacher_generation_live"]
         epoch = step // plan.steps_per_epoch
         progress = step / max(1, total)
         if o.max_tokens:  # a token budget: schedules follow the fraction of the budget spent
@@ -646,15 +684,21 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             step_terms = _sum_dicts(gather_object([step_terms]))
         grad_norm = acc.clip_grad_norm_(student.parameters(), o.grad_clip) if o.grad_clip > 0 else None
         optimizer.step()
-        scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         tokens = int(
             acc.reduce(
                 torch.tensor(sum(int(shift_targets(b["labels"])[1].sum()) for b in batches), device=acc.device), "sum"
             )
         )
-        dt, gen_dt = time.perf_counter() - t_step, timer["generation"] - g0
+        budget_state["tokens"] = state["tokens"] + tokens
+        scheduler.step()
+        # teacher sampling done inside this step (a batched sampler's first epoch) is reported as setup
+        # generation, not training time, so a seed that reads it from the cache reports the same cost
+        live = timer["teacher_generation_live"] - live0
+        t_run += live
+        dt, gen_dt = time.perf_counter() - t_step - live, timer["generation"] - g0
         state["tokens"] += tokens
+        budget_state["tokens"] = state["tokens"]
         state["steps"] = step + 1
         state["generation_s"] += gen_dt
         state["train_s"] += dt - gen_dt
@@ -695,14 +739,29 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             bar.total = min(total, step + 1 + math.ceil((o.max_tokens - state["tokens"]) / max(per_step, 1.0)))
             bar.refresh()
         state["elapsed"] = time.perf_counter() - t_run
+        for point in cfg.snapshot_tokens:
+            if state["tokens"] - tokens < point <= state["tokens"] and acc.is_main_process and not done:
+                _snapshot(out_dir / "snapshots" / f"tokens-{point}", acc.unwrap_model(student), s_tok, state)
         if (cfg.save_every and (step + 1) % cfg.save_every == 0) or (done and cfg.checkpoint_at_end):
             _save(cfg, out_dir, step + 1, acc, student, optimizer, scheduler, sampler, losses, state, gather_object)
         _kill_hook(step + 1)
         if done:
             break
     bar.close()
+    state["teacher_generation_s"] = timer["teacher_generation"]
     summary = _finish(cfg, out_dir, acc, student, s_tok, state, state.get("steps", start))
     return summary
+
+
+def _reset_precision(precision: str) -> None:
+    """Let one process train several times at different precisions (a suite's fp32 teacher stage, then bf16
+    methods): accelerate keeps its mixed-precision setting in a process-wide singleton and refuses a change. Only
+    that setting is reset; the distributed state (process group, device) is kept."""
+    from accelerate.state import AcceleratorState
+
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision") not in (None, precision):
+        AcceleratorState._reset_state(reset_partial_state=False)
 
 
 def _expected_steps(cfg: TrainConfig, total: int, train_ex: list[Example], tok, world: int) -> int:
@@ -752,6 +811,18 @@ def _vllm_student(holder: list, model, tok, out_dir: Path):
                 tok.save_pretrained(tmp)
         holder.append(VLLMGenerator(str(snap), tok, gpu_memory_utilization=0.3, enforce_eager=True))
     return holder[0]
+
+
+def _snapshot(dest: Path, model, tok, state: dict[str, Any]) -> None:
+    """Weights only (a LoRA student merged into a copy), with the token count it was taken at."""
+    if hasattr(model, "merge_and_unload"):
+        import copy
+
+        model = copy.deepcopy(model).merge_and_unload()
+    with atomic_dir(dest) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        (tmp / "snapshot.json").write_text(json.dumps({"tokens": state["tokens"], "steps": state["steps"]}))
 
 
 def _sum_dicts(dicts: list[dict[str, float]]) -> dict[str, float]:
@@ -862,6 +933,11 @@ def _finish(cfg, out_dir, acc, student, tok, state, total) -> dict[str, Any]:
         "train_s": state["train_s"],
         "tokens_per_s": state["tokens"] / max(state["elapsed"], 1e-9),
         "generation_share": state["generation_s"] / max(state["elapsed"], 1e-9),
+        "setup_generation_s": state.get("teacher_generation_s", 0.0),
+        "snapshots": [
+            json.loads((p / "snapshot.json").read_text()) | {"path": str(p)}
+            for p in sorted((out_dir / "snapshots").glob("tokens-*"), key=lambda p: int(p.name.split("-")[1]))
+        ],
         "val_loss": state.get("val_loss"),
         "final": str(out_dir / "final"),
     }

@@ -155,6 +155,10 @@ class Task:
         """Scores of several samples of one example (code tasks run them in parallel)."""
         return [self.score(example, c) for c in completions]
 
+    def score_batch(self, examples: Sequence[Example], completions: Sequence[Sequence[str]]) -> list[list[Score]]:
+        """Scores of every example's samples at once (the eval runner's path); code tasks batch their sandbox runs."""
+        return [self.score_many(ex, comps) for ex, comps in zip(examples, completions, strict=True)]
+
     def aggregate(self, scores: Sequence[Sequence[Score]]) -> dict[str, float]:
         """Per-example mean over samples, then mean over examples, for every metric (pass@k tasks override)."""
         per_example = [s for s in scores if s]

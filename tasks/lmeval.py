@@ -39,6 +39,28 @@ class TaskRun:
     spec: GenerationSpec
     config: dict[str, Any]
     samples: list[dict[str, Any]] = field(default_factory=list)
+    #: example id -> (completions, scores), filled by the batched pre-scoring filter step
+    prescored: dict[str, tuple[list[str], list[Any]]] = field(default_factory=dict)
+
+
+class _Prescore:
+    """An lm-eval filter step (last in the pipeline, it passes responses through unchanged) that scores every
+    document's completions in one :meth:`Task.score_batch` call. lm-eval then calls ``process_results`` once per
+    document; it reads these scores instead of scoring one document at a time. For code tasks this replaces one
+    sandboxed process per document with a few in parallel (world-code: ~25 ms per process on this CPU)."""
+
+    def __init__(self, run: TaskRun) -> None:
+        self.run = run
+
+    def apply(self, resps, docs):
+        resps = [list(r) for r in resps]
+        by_id = {ex.id: ex for ex in self.run.examples}
+        examples = [by_id[d["example_id"]] for d in docs]
+        completions = [[str(c) for c in r] for r in resps]
+        scores = self.run.task.score_batch(examples, completions)
+        for ex, comps, sc in zip(examples, completions, scores, strict=True):
+            self.run.prescored[ex.id] = (comps, sc)
+        return resps
 
 
 def uses_chat(tokenizer: Any, mode: str) -> bool:
@@ -104,7 +126,13 @@ def build_task_run(
         "target_delimiter": "",
         "generation_kwargs": generation_kwargs(spec, chat, backend),
         "repeats": spec.n,
-        "filter_list": [{"name": "all", "filter": [{"function": "take_first_k", "k": spec.n}]}],
+        "filter_list": [
+            {
+                "name": "all",
+                # a factory closure, not the run itself: lm-eval deep-copies and asdict()s its task configs
+                "filter": [{"function": "take_first_k", "k": spec.n}, {"function": lambda: _Prescore(run)}],
+            }
+        ],
         "process_results": _scorer(run),
         "metric_list": [
             {"metric": m, "aggregation": "mean", "higher_is_better": True} for m in _metric_names(task, spec)
@@ -135,7 +163,8 @@ def _scorer(run: TaskRun) -> Callable[[dict[str, Any], list[Any]], dict[str, flo
     def process_results(doc: dict[str, Any], results: list[Any]) -> dict[str, float]:
         completions = [str(r) for r in (results[0] if results and isinstance(results[0], list) else results)]
         example = by_id[doc["example_id"]]
-        scores = run.task.score_many(example, completions)
+        cached = run.prescored.get(example.id)
+        scores = cached[1] if cached and cached[0] == completions else run.task.score_many(example, completions)
         metrics = run.task.aggregate([scores])
         for i, (completion, score) in enumerate(zip(completions, scores, strict=True)):
             run.samples.append(

@@ -6,7 +6,8 @@ local file with the same schema). Every pool is filtered by word n-gram overlap 
 registered task whose data is available: a prompt sharing any ``n``-gram (default 13, lowercased words) with an
 eval prompt is dropped; a prompt shorter than ``n`` words is dropped when it equals an eval prompt.
 
-Rows: ``{"id", "pool", "prompt": [messages], "text": str, "response": str | None}``.
+Rows: ``{"id", "pool", "prompt": [messages], "text": str, "response": str | None}`` (``response``: the hub set's
+reference answer, or for the controlled-world pools ``world-*`` the task's gold answer).
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ POOLS: dict[str, PromptPool] = {
         PromptPool("string-ops", "instruction", "task:string-ops/train", False, "string transform instructions"),
         PromptPool("arith", "math", "task:arith/train", False, "two-operand arithmetic questions"),
         PromptPool("tiny-func", "code", "task:tiny-func/train", False, "one-line Python function stubs"),
+        PromptPool("world-arith", "math", "task:world-arith/train", False, "world: one-digit +/- chains (traced)"),
+        PromptPool("world-ifeval", "instruction", "task:world-ifeval/train", False, "world: verifiable instructions"),
+        PromptPool("world-code", "code", "task:world-code/train", False, "world: one-line functions from a spec"),
+        PromptPool("world-pick", "instruction", "task:world-pick/train", False, "world: pick any valid listed word"),
         PromptPool(
             "dolly-15k", "instruction", "hub:databricks/databricks-dolly-15k", True, "DistiLLM v1 training set"
         ),
@@ -113,25 +118,43 @@ def load_pool(
     n: int = DEFAULT_N,
     data_file: str | None = None,
     clean: bool = True,
+    split: str = "train",
 ) -> list[dict[str, Any]]:
-    """Prompts of pool ``name``: decontaminated (``clean``), shuffled with ``seed``, first ``limit``."""
+    """Prompts of pool ``name``: decontaminated (``clean``), shuffled with ``seed``, first ``limit``.
+
+    ``split`` picks the task split an offline pool reads (``train``; the world pools also have ``val``). Rows of
+    the world pools (``world-*``) carry the gold answer as ``response`` (ground truth for a labelled subset);
+    the other offline pools have none.
+    """
     if name not in POOLS:
         raise KeyError(f"unknown prompt pool {name!r}; known pools: {', '.join(sorted(POOLS))}")
     pool = POOLS[name]
     rows: list[dict[str, Any]] = []
     if not pool.online:
         task = get_task(name)
-        for ex in task.examples("train"):
+        with_gold = name.startswith("world-")
+        for ex in task.examples(split):
             rows.append(
-                {"id": ex.id, "pool": name, "prompt": task.prompt(ex), "text": task.prompt_text(ex), "response": None}
+                {
+                    "id": ex.id,
+                    "pool": name,
+                    "prompt": task.prompt(ex),
+                    "text": task.prompt_text(ex),
+                    "response": task.gold(ex) if with_gold else None,
+                }
             )
     else:
-        dataset_id, split, convert = _HUB[name]
-        raw = read_rows(data_file) if data_file else hub_rows(name, dataset_id, split)
+        if split != "train":
+            raise TaskDataError(f"prompt pool {name!r} is online and has only the 'train' split, not {split!r}")
+        dataset_id, hub_split, convert = _HUB[name]
+        raw = read_rows(data_file) if data_file else hub_rows(name, dataset_id, hub_split)
         for i, row in enumerate(raw):
             text, response = convert(row)
             rows.append({"id": str(i), "pool": name, "prompt": user(text), "text": text, "response": response})
     if clean:
+        # The world pools' splits are disjoint from their own test split by construction (a prompt's split is a
+        # hash of its text, see tasks/world.py), so for them this pass only guards against other tasks' test
+        # prompts; it stays cheap (~0.1 s for 20k short world prompts once the eval n-grams are built), so it runs.
         keep = decontaminate([r["text"] for r in rows], n)
         rows = [r for r, k in zip(rows, keep, strict=True) if k]
     if not rows:

@@ -203,3 +203,17 @@ def test_strided_teacher_logits_and_shape_checks() -> None:
         assert rel_err(a, b) <= 1e-5
     with pytest.raises(ValueError, match="cover the"):
         chunked("skew_forward_kl", x, teacher={"teacher_logits": t_full})
+
+
+def test_fp32_hidden_under_cpu_bf16_autocast():
+    """The trainer's mixed_precision=bf16 path: fp32 master weights, GEMMs autocast to bf16 (once a dtype clash)."""
+    x = make()
+    ref = naive("forward_kl", x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = chunked_loss(
+            "forward_kl", x["hs"], x["ws"], mask=x["mask"], teacher_hidden=x["ht"], teacher_weight=x["wt"],
+            chunk_size=5, loss_chunk_size=2,
+        )  # fmt: skip
+    gh, gw = torch.autograd.grad(loss, [x["hs"], x["ws"]])
+    assert gh.dtype == torch.float32 and gw.dtype == torch.float32
+    assert rel_err(loss, ref[0]) < 0.05 and rel_err(gh, ref[1]) < 0.05 and rel_err(gw, ref[2]) < 0.05

@@ -89,7 +89,7 @@ def row(lb, label):
     return next(r for r in lb.rows if r.label == label)
 
 
-def test_rows_in_canonical_order_and_mean_std():
+def test_rows_in_canonical_order_and_mean_ci():
     records = make_records()
     lb = build_leaderboard(records[::-1])  # input order must not matter
     assert [r.label for r in lb.rows] == ["Teacher", "Student init", "KD", "SeqKD", "GKD", "DistiLLM"]
@@ -97,7 +97,7 @@ def test_rows_in_canonical_order_and_mean_std():
     assert kd.mean == pytest.approx(2.71) and kd.std == pytest.approx(0.0141421, rel=1e-4) and kd.n == 2
     assert row(lb, "GKD").cells["fidelity/kl"].std is None  # one seed: a single value
     md = render(lb, "md")
-    assert "2.710 ± 0.014" in md
+    assert "2.710 ± 0.127" in md  # 95% CI half-width: t(0.975, 1) * 0.01414 / sqrt(2)
     assert "| GKD " in md and "2.950 ±" not in md
     # the average: per seed, the mean of the higher-is-better task columns without fidelity and pipeline checks
     avg = row(lb, "KD").cells["average"]
@@ -118,8 +118,8 @@ def test_bold_marks_true_best_with_lower_is_better_and_ties():
     assert not any("humaneval/pass@1" in r.best for r in lb.rows)
     md = render(lb, "md")
     distillm_line = next(line for line in md.splitlines() if line.startswith("| DistiLLM"))
-    assert "**2.650 ± 0.212**" in distillm_line
-    assert "**0.300 ± 0.000**" in md and "**0.300 ± 0.071**" in md  # KD and SeqKD tie
+    assert "**2.650 ± 1.906**" in distillm_line
+    assert "**0.300 ± 0.000**" in md and "**0.300 ± 0.635**" in md  # KD and SeqKD tie
     teacher_line = next(line for line in md.splitlines() if line.startswith("| Teacher"))
     assert "**" not in teacher_line
     # a column where every student ties has no best
@@ -134,31 +134,40 @@ def test_delta_and_dagger():
     assert lb.headline == "fidelity/kl"
     assert row(lb, "Student init").delta is None
     kd, seqkd, gkd, distillm = (row(lb, n) for n in ("KD", "SeqKD", "GKD", "DistiLLM"))
-    assert kd.delta == pytest.approx(-0.39) and kd.delta_exceeds_spread  # 0.39 > 2 * 0.014
-    assert distillm.delta == pytest.approx(-0.45) and distillm.delta_exceeds_spread  # 0.45 > 2 * 0.212
-    assert seqkd.delta == pytest.approx(-0.10) and not seqkd.delta_exceeds_spread  # 0.10 < 2 * 0.283
-    assert gkd.delta == pytest.approx(-0.15) and not gkd.delta_exceeds_spread  # one seed: never marked
+    # the init is one fixed model: the CI of the change is the row's own 95% CI (t(0.975, 1) = 12.706, n = 2)
+    assert kd.delta == pytest.approx(-0.39) and kd.delta_significant  # 0.39 > 12.706 * 0.01414 / sqrt(2) = 0.127
+    assert kd.delta_ci95 == pytest.approx(0.127062, rel=1e-4)
+    assert distillm.delta == pytest.approx(-0.45) and not distillm.delta_significant  # 0.45 < 1.906
+    assert seqkd.delta == pytest.approx(-0.10) and not seqkd.delta_significant  # 0.10 < 2.541
+    assert gkd.delta == pytest.approx(-0.15) and not gkd.delta_significant  # one seed: never marked
+    assert gkd.delta_ci95 is None
     md = render(lb, "md")
-    assert "-0.390†" in md and "-0.100 " in md and "-0.150 " in md and "-0.150†" not in md
-    assert "† marks |Δ| > 2 × the row's seed std" in md.replace("\\|", "|")
+    assert "-0.390†" in md and "-0.450 " in md and "-0.100 " in md and "-0.150 " in md and "-0.150†" not in md
+    assert "† where the 95% CI of the change" in md
 
 
-def test_pairwise_separation_uses_the_larger_seed_spread():
+def test_pairwise_separation_uses_the_paired_ci():
     from bench.separation import pairs, render_md
 
     lb = build_leaderboard(make_records())
     found = {(p.a, p.b): p for p in pairs(lb)}
-    # KD 2.71 +- 0.014 vs DistiLLM 2.65 +- 0.212: 0.06 < 2 * 0.212
+    # KD vs DistiLLM on seeds 0, 1: differences 0.20 and -0.08, mean 0.06, CI 12.706 * 0.198 / sqrt(2) = 1.779
     kd_distillm = found[("KD", "DistiLLM")]
-    assert kd_distillm.diff == pytest.approx(0.06) and kd_distillm.spread == pytest.approx(0.2121, abs=1e-4)
-    assert not kd_distillm.separates
-    # KD vs the single-seed init: the init contributes no spread, KD's own decides (as the leaderboard's dagger)
+    assert kd_distillm.rule == "paired" and kd_distillm.n == 2
+    assert kd_distillm.diff == pytest.approx(0.06) and kd_distillm.half == pytest.approx(1.7789, abs=1e-3)
+    assert not kd_distillm.separates and kd_distillm.mark == ""
+    # the single-seed init is one fixed model: KD's per-seed values minus its value give the CI
     init_kd = found[("Student init", "KD")]
-    assert init_kd.diff == pytest.approx(0.39) and init_kd.separates
-    assert not found[("KD", "SeqKD")].separates  # 0.29 < 2 * 0.283
+    assert init_kd.rule == "fixed" and init_kd.diff == pytest.approx(0.39) and init_kd.separates
+    assert init_kd.mark == "†"
+    assert not found[("KD", "SeqKD")].separates  # -0.29 +- 2.414
+    # GKD has seed 0 only: fewer than 2 shared seeds, the old 2 x std heuristic, marked ‡ (0.24 > 2 * 0.014)
+    kd_gkd = found[("KD", "GKD")]
+    assert kd_gkd.rule == "spread" and kd_gkd.diff == pytest.approx(-0.24) and kd_gkd.mark == "‡"
     assert ("Teacher", "KD") not in found and ("KD", "Teacher") not in found
     md = render_md(lb)
     assert "| KD | -0.390† |" in md and "Pairwise separation** on KL(T||S) (lower is better)" in md
+    assert "| GKD | -0.150 | +0.240‡ |" in md and "fewer than 2 shared seeds" in md.lower()
 
 
 def test_headline_falls_back_to_average_without_kl():
@@ -217,21 +226,23 @@ def test_csv_and_json_round_trip_the_numbers():
         for key, stat in lrow.cells.items():
             assert (float(out[f"{key}/mean"]) if out[f"{key}/mean"] else None) == stat.mean
             assert (float(out[f"{key}/std"]) if out[f"{key}/std"] else None) == stat.std
+            assert (float(out[f"{key}/ci95"]) if out[f"{key}/ci95"] else None) == stat.ci95
         assert (float(out["delta"]) if out["delta"] else None) == lrow.delta
-        assert out["delta_exceeds_spread"] == str(int(lrow.delta_exceeds_spread))
+        assert out["delta_significant"] == str(int(lrow.delta_significant))
     data = json.loads(render(lb, "json"))
     kd = next(r for r in data["rows"] if r["label"] == "KD")
     assert kd["cells"]["fidelity/kl"]["values"] == [2.70, 2.72]
     assert kd["cells"]["fidelity/kl"]["mean"] == row(lb, "KD").cells["fidelity/kl"].mean
-    assert kd["best"] == ["ifeval-synth/prompt_acc", "average"] and kd["seeds"] == [0, 1]
-    assert [c["key"] for c in data["columns"]][-1] == "average"
+    assert kd["cells"]["fidelity/kl"]["ci95"] == row(lb, "KD").cells["fidelity/kl"].ci95
+    assert kd["best"] == ["ifeval-synth/prompt_acc", "average", "gap_recovered"] and kd["seeds"] == [0, 1]
+    assert [c["key"] for c in data["columns"]][-2:] == ["average", "gap_recovered"]
 
 
 def test_latex_structure_and_escaping():
     tex = render(build_leaderboard(make_records()), "latex")
-    for needle in (r"\toprule", r"\midrule", r"\bottomrule", r"\multicolumn{2}{c}{Fidelity}", r"\cmidrule(lr){3-4}",
+    for needle in (r"\toprule", r"\midrule", r"\bottomrule", r"\multicolumn{2}{c}{Fidelity}", r"\cmidrule(lr){6-7}",
                    r"\begin{table}", r"\caption{", r"\footnotesize", r"Arith 50\% \& \#", r"IFEval\_synth",
-                   r"\textbf{2.650 $\pm$ 0.212}", r"$^\dagger$"):  # fmt: skip
+                   r"\textbf{2.650 $\pm$ 1.906}", r"$^\dagger$"):  # fmt: skip
         assert needle in tex, needle
     assert tex.isascii()
 
@@ -278,7 +289,7 @@ def test_write_all_and_load_records(tmp_path):
     assert len(records) == len(ROWS) and all(r["_source"].endswith(".json") for r in records)
     written = write_all(run)
     names = {"leaderboard.md", "leaderboard.tex", "leaderboard.csv", "leaderboard.json", "cost.md", "cost.tex",
-             "cost.csv", "separation.md"}  # fmt: skip
+             "cost.csv", "paired.md", "paired.csv", "paired.json", "separation.md"}  # fmt: skip
     assert {p.name for p in written} == names
     assert all((run / n).stat().st_size > 0 for n in names)
     with pytest.raises(RecordError, match="no records under"):
@@ -327,7 +338,7 @@ def test_cli_renders_from_run_dir(tmp_path, capsys):
     run = write_run(tmp_path / "run", make_records())
     assert main(["leaderboard", str(run)]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("**Leaderboard**") and "2.710 ± 0.014" in out
+    assert out.startswith("**Leaderboard**") and "2.710 ± 0.127" in out
     assert main(["leaderboard", str(run), "--format", "csv"]) == 0
     assert next(csv.reader(io.StringIO(capsys.readouterr().out)))[0] == "model"
     assert main(["leaderboard", str(run), "--format", "latex", "--table", "cost"]) == 0
