@@ -55,6 +55,9 @@ def choose_threads(max_threads: int | None = None) -> ThreadChoice:
         torch.set_num_threads(1)
         return ThreadChoice(1, 0.0, 0.0, False)
     multi, single = _time(n), _time(1)
+    if multi >= 0.9 * single:  # confirm after a pause: a blip (a process exiting) must not cost a whole stage
+        time.sleep(0.5)
+        multi, single = min(multi, _time(n)), min(single, _time(1))
     threads = n if multi < 0.9 * single else 1
     torch.set_num_threads(threads)
     return ThreadChoice(threads, multi, single, contended=multi > single)
