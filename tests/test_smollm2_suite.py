@@ -106,6 +106,7 @@ def _weights(path: str) -> dict[str, torch.Tensor]:
     return load_file(str(Path(path) / "model.safetensors"))
 
 
+@pytest.mark.slow  # a whole mini suite: ~8 s idle, more under load
 def test_mini_suite_end_to_end_on_tiny_models(tmp_path):
     from distill.models import ModelConfig, load_from_config
 

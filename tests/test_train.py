@@ -177,7 +177,7 @@ def test_two_process_ddp_equals_one_process(train_data, teacher_dir, tmp_path):
         torch.testing.assert_close(wd[k], ws[k], rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("method", ["kd", "distillm"])
+@pytest.mark.parametrize("method", ["kd", pytest.param("distillm", marks=pytest.mark.slow)])
 def test_sigkill_and_resume_is_bitwise_equal(method, train_data, teacher_dir, tmp_path):
     common = [
         f"method={method}",

@@ -459,9 +459,8 @@ def test_world_code_score_batch_matches_per_example_scoring_across_examples():
     """The eval runner scores all documents at once (one sandboxed program per core); same results as one by one."""
     task = get_task("world-code")
     examples = task.examples("test")[:6]
-    completions = [
-        [task.gold(ex), "def f(x): return 0", "def f(x):\n  while True: pass", task.gold(ex)] for ex in examples
-    ]
+    completions = [[task.gold(ex), "def f(x): return 0", task.gold(ex)] for ex in examples]
+    completions[0].insert(2, "def f(x):\n  while True: pass")  # one timeout (1 s each, in both paths)
     completions[2] = ["not python ("]
     batched = task.score_batch(examples, completions)
     single = [task.score_many(ex, comps) for ex, comps in zip(examples, completions, strict=True)]
