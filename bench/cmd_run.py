@@ -37,8 +37,8 @@ def _main(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="run a benchmark suite (default: the offline CPU suite) end to end")
-    p.add_argument("config", nargs="?", help="suite YAML or shipped name (default, smoke, paper-...)")
+    p = sub.add_parser("run", help="run a benchmark suite end to end (default: world, the controlled world)")
+    p.add_argument("config", nargs="?", help="suite YAML or shipped name (world, smollm2, smoke, paper-...)")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. seeds=[0] train.token_budget=4000")
     p.add_argument("--plan", action="store_true", help="print the stages, cache hits and estimated time; run nothing")
     p.add_argument("--force", action="append", default=[], metavar="STAGE", help="redo a stage (or all 'train'...)")

@@ -246,11 +246,17 @@ def build_tiny(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
     cfg_cls, model_cls = (
         (LlamaConfig, LlamaForCausalLM) if spec["arch"] == "llama" else (Qwen2Config, Qwen2ForCausalLM)
     )
+    return save_new_model(model_cls, cfg_cls(**common), tok, dest, seed=0)
+
+
+def save_new_model(model_cls, config, tok, dest: Path, seed: int = 0) -> Path:
+    """A randomly initialised ``model_cls(config)`` (weights from ``seed``) and ``tok``, saved atomically at ``dest``."""
     with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = model_cls(cfg_cls(**common))
-    model.generation_config.eos_token_id = tok.eos_token_id
-    model.generation_config.pad_token_id = tok.pad_token_id
+        torch.manual_seed(seed)
+        model = model_cls(config)
+    for name in ("eos", "pad", "bos"):
+        if getattr(tok, f"{name}_token_id") is not None:
+            setattr(model.generation_config, f"{name}_token_id", getattr(tok, f"{name}_token_id"))
     with atomic_dir(dest) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)

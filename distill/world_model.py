@@ -20,7 +20,6 @@ from pathlib import Path
 
 import torch
 
-from distill.atomic import atomic_dir
 from distill.config import require
 
 SPECIALS = ["<pad>", "<bos>", "<eos>", "<|user|>", "<|assistant|>"]
@@ -97,20 +96,10 @@ def build_world(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
     """Build (once) and save the randomly initialised world model ``name``; return its directory."""
     from transformers import LlamaForCausalLM
 
-    from distill.models import default_cache_dir
+    from distill.models import default_cache_dir, save_new_model
 
     spec = parse_world_name(name)
     dest = Path(cache_dir or default_cache_dir()) / "world" / name
     if (dest / "model.safetensors").is_file() and (dest / "tokenizer.json").is_file():
         return dest
-    tok = world_tokenizer()
-    with torch.random.fork_rng():
-        torch.manual_seed(spec["seed"])
-        model = LlamaForCausalLM(world_config(name))
-    model.generation_config.eos_token_id = tok.eos_token_id
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.generation_config.bos_token_id = tok.bos_token_id
-    with atomic_dir(dest) as tmp:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-    return dest
+    return save_new_model(LlamaForCausalLM, world_config(name), world_tokenizer(), dest, seed=spec["seed"])

@@ -42,6 +42,15 @@ def _suite(tmp_path: Path, *extra: str):
     return load_suite("world", [f"output_root={tmp_path}", "cache_dir=" + str(tmp_path / "cache"), *TINY, *extra])
 
 
+def _sft(tmp_path: Path, rows: int, *extra: str) -> TrainConfig:
+    """An SFT TrainConfig on ``rows`` synthetic examples, no validation, plus ``extra`` overrides."""
+    from distill.synthetic import write_synthetic_data
+
+    data = write_synthetic_data(tmp_path / "d.jsonl", rows)
+    base = ["method=sft", f"data.train_file={data}", "data.val_fraction=0", "optim.batch_size=4", "validation=off"]
+    return load_config(TrainConfig, None, [*base, *extra])
+
+
 def _jsonl(path: str | Path) -> list[dict]:
     return [json.loads(x) for x in Path(path).read_text().splitlines() if x.strip()]
 
@@ -153,25 +162,15 @@ def test_lr_schedule_decays_over_the_token_budget():
 
 
 def test_a_token_budget_run_ends_at_min_lr_and_snapshots_at_the_given_points(tmp_path):
-    from distill.synthetic import write_synthetic_data as write_synthetic
-
-    data = write_synthetic(tmp_path / "d.jsonl", 64)
-    cfg = load_config(
-        TrainConfig,
-        None,
-        [
-            "method=sft",
-            f"data.train_file={data}",
-            "data.val_fraction=0",
-            "optim.max_tokens=300",
-            "optim.epochs=100",
-            "optim.schedule=linear",
-            "optim.min_lr_ratio=0.0",
-            "optim.batch_size=4",
-            "snapshot_tokens=[100,200]",
-            f"output_dir={tmp_path / 'out'}",
-            "validation=off",
-        ],
+    cfg = _sft(
+        tmp_path,
+        64,
+        "optim.max_tokens=300",
+        "optim.epochs=100",
+        "optim.schedule=linear",
+        "optim.min_lr_ratio=0.0",
+        "snapshot_tokens=[100,200]",
+        f"output_dir={tmp_path / 'out'}",
     )
     summary = train(cfg)
     rows = _jsonl(tmp_path / "out" / "metrics.jsonl")
@@ -245,22 +244,6 @@ def test_length_grouped_batches_cover_the_epoch_and_pad_less():
 
 def test_one_process_trains_at_different_precisions(tmp_path):
     """A suite trains its teacher in fp32 and may train methods in bf16, in one process (accelerate once refused)."""
-    from distill.synthetic import write_synthetic_data as write_synthetic
-
-    data = write_synthetic(tmp_path / "d.jsonl", 8)
     for i, precision in enumerate(("bf16", "no", "bf16")):
-        cfg = load_config(
-            TrainConfig,
-            None,
-            [
-                "method=sft",
-                f"data.train_file={data}",
-                "data.val_fraction=0",
-                "optim.max_steps=1",
-                "optim.batch_size=4",
-                f"mixed_precision={precision}",
-                f"output_dir={tmp_path / str(i)}",
-                "validation=off",
-            ],
-        )
+        cfg = _sft(tmp_path, 8, "optim.max_steps=1", f"mixed_precision={precision}", f"output_dir={tmp_path / str(i)}")
         assert train(cfg)["steps"] == 1
