@@ -2,13 +2,18 @@
 
 Stages, in order (``bench/suite.py`` configures them):
 
-1. ``teacher``: (smoke suites) train the tiny teacher by SFT on the smoke tasks' gold answers;
-2. ``prompts``: distillation prompts from the task registry's decontaminated pools (train + held-out);
-3. ``responses``: the teacher's responses to every prompt: the suite's fixed "ground truth";
-4. ``init``: the student initialisation by SFT on those responses;
-5. ``train:<method>:s<seed>``: every method and seed from the init, with an equal token budget;
+1. ``teacher``: (world and smoke suites) train the teacher in-process by SFT on its tasks' gold answers;
+2. ``prompts``: distillation prompts from the task registry's decontaminated pools, in four disjoint slices:
+   train, a labelled subset of train (ground truth for the init and SFT), validation (the only prompts DistiLLM's
+   schedule reads) and held-out (fidelity evaluation);
+3. ``responses``: the teacher's responses to the train, validation and held-out prompts (the labelled subset keeps
+   its ground truth, and validation keeps it where the pool has one);
+4. ``init``: the student initialisation by SFT on the labelled subset (or, without one, the teacher's responses);
+5. ``train:<method>:s<seed>``: every method and seed from the init, with an equal token budget (SFT on the labelled
+   subset, the distillation methods on the train prompts), saving snapshots for the learning curves;
 6. ``eval:<model>``: fidelity to the teacher on held-out prompts plus the suite's tasks, for the teacher, the init
-   and every trained student; each writes a record under ``<run>/records/``;
+   and every trained student (and, with ``train.curve_points``, each snapshot: the record's ``curve``); each writes
+   a record under ``<run>/records/``;
 7. the leaderboard tables and plots, re-rendered from the records.
 
 Every stage's key is a hash of its resolved config and of its inputs' keys. Its outputs live in

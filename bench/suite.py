@@ -1,9 +1,10 @@
 """Suite configs: what ``distillm-bench run`` trains and evaluates.
 
-A suite names a teacher, a student (usually derived from the teacher by pruning), a prompt source, the methods and
-seeds, the per-method token budget and the evaluation. Suites ship as YAML under ``bench/suites/``; ``default`` is
-the offline CPU suite, ``smoke`` the same pipeline on tiny in-process models, and the paper suites carry the
-DistiLLM / DistiLLM-2 hyperparameters for GPU boxes with hub access.
+A suite names a teacher (optionally trained in-process first), a student (a model of its own, or derived from the
+teacher by pruning or fake quantisation), a prompt source, the methods and seeds, the per-method token budget and
+the evaluation. Suites ship as YAML under ``bench/suites/``: ``world`` (the default: the controlled world, trained
+in-process), ``smollm2`` (real weights: a quantised SmolLM2 recovered with LoRA), ``smoke`` (the pipeline on tiny
+models), and the paper suites with the DistiLLM / DistiLLM-2 hyperparameters for GPU boxes with hub access.
 """
 
 from __future__ import annotations
@@ -183,7 +184,7 @@ class EstimateConfig:
 
 @dataclass
 class SuiteConfig:
-    name: str = "default"
+    name: str = "world"
     description: str = ""
     teacher: ModelConfig = field(default_factory=lambda: ModelConfig(name="smollm2-135m-instruct", dtype="bfloat16"))
     student: ModelConfig = field(
@@ -248,7 +249,7 @@ class SuiteConfig:
 
 
 def resolve_suite_path(name_or_path: str | None) -> Path:
-    """A suite file path, or a shipped suite name (``default``, ``smoke``, ``paper-...``)."""
+    """A suite file path, or a shipped suite name (``world``, ``smollm2``, ``smoke``, ``paper-...``)."""
     if name_or_path is None:
         return SUITES_DIR / f"{DEFAULT_SUITE}.yaml"
     p = Path(name_or_path)
