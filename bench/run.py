@@ -191,7 +191,7 @@ class SuiteRun:
         )
         self._add(
             "eval:init",
-            eval_spec,
+            eval_spec | {"curve_points": c.train.curve_points},  # the init's record holds the curves' 0-token point
             ["responses", "init"],
             self._evaluator("student-init", None, None),
             est.eval_s_per_model,

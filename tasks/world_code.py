@@ -116,42 +116,55 @@ def describe(ops: Sequence[Sequence[Any]]) -> str:
 
 
 _PROGRAM = """\
-import json, signal, sys
+import builtins, json, signal, sys
 ITEMS = {items!r}
 INPUTS = {inputs!r}
-class _Sink:
-    def write(self, s):
-        return len(s)
-    def flush(self):
+# Candidates of many examples run one after another in this process, so none may change how a later one is scored:
+# everything the loop uses is bound here, each candidate gets its own copy of the builtins, and a candidate that
+# rebinds a real builtin (import builtins; builtins.all = ...) fails and the originals are put back.
+def _main(items, inputs, timeout, marker, _compile=compile, _exec=exec, _dict=dict, _type=type, _int=int,
+          _len=len, _zip=zip, _any=any, _print=print, _dumps=json.dumps, _sig=signal, _sys=sys,
+          _BaseException=BaseException, _builtins=builtins):
+    class _Sink:
+        def write(self, s):
+            return 0
+        def flush(self):
+            pass
+    class _Timeout(_BaseException):
         pass
-class _Timeout(BaseException):
-    pass
-def _alarm(signum, frame):
-    raise _Timeout()
-signal.signal(signal.SIGALRM, _alarm)
-_out, _err = sys.stdout, sys.stderr
-_res = []
-for _src, EXPECTED in ITEMS:
-    _status = "failed"
-    sys.stdout = sys.stderr = _Sink()
-    try:
-        signal.setitimer(signal.ITIMER_REAL, {timeout!r})
+    def _alarm(signum, frame):
+        raise _Timeout()
+    _sig.signal(_sig.SIGALRM, _alarm)
+    out, err, safe, res = _sys.stdout, _sys.stderr, _dict(_builtins.__dict__), []
+    for src, expected in items:
+        status = "failed"
+        _sys.stdout = _sys.stderr = _Sink()
         try:
-            _ns = {{"__name__": "candidate"}}
-            exec(compile(_src, "<candidate>", "exec"), _ns)
-            _f = _ns["f"]
-            _got = [_f(_x) for _x in INPUTS]
-            _ok = all(type(_g) is int and _g == _e for _g, _e in zip(_got, EXPECTED))
-            _status = "passed" if _ok else "wrong answer"
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-    except _Timeout:
-        _status = "timeout"
-    except BaseException as _exc:
-        _status = "error: " + type(_exc).__name__
-    sys.stdout, sys.stderr = _out, _err
-    _res.append(_status)
-print({marker!r} + json.dumps(_res))
+            _sig.setitimer(_sig.ITIMER_REAL, timeout)
+            try:
+                ns = {{"__name__": "candidate", "__builtins__": _dict(safe)}}
+                _exec(_compile(src, "<candidate>", "exec"), ns)
+                f = ns["f"]
+                got = [f(x) for x in inputs]
+                ok = _len(got) == _len(expected)
+                for g, e in _zip(got, expected):
+                    ok = ok and _type(g) is _int and g == e
+                status = "passed" if ok else "wrong answer"
+            finally:
+                _sig.setitimer(_sig.ITIMER_REAL, 0)
+        except _Timeout:
+            status = "timeout"
+        except _BaseException as exc:
+            status = "error: " + _type(exc).__name__
+        _sys.stdout, _sys.stderr = out, err
+        live = _builtins.__dict__
+        if _len(live) != _len(safe) or _any(live.get(k) is not v for k, v in safe.items()):
+            live.clear()
+            live.update(safe)
+            status = "error: modified builtins"
+        res.append(status)
+    _print(marker + _dumps(res))
+_main(ITEMS, INPUTS, {timeout!r}, {marker!r})
 """
 
 

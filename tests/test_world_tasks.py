@@ -466,3 +466,15 @@ def test_world_code_score_batch_matches_per_example_scoring_across_examples():
     single = [task.score_many(ex, comps) for ex, comps in zip(examples, completions, strict=True)]
     assert [[s.value for s in row] for row in batched] == [[s.value for s in row] for row in single]
     assert [s.value for s in batched[0]] == [1.0, 0.0, 0.0, 1.0] and batched[0][2].detail == "timeout"
+
+
+def test_world_code_candidates_cannot_change_how_later_candidates_are_scored():
+    """Batched scoring runs many examples' candidates in one process: a candidate that rebinds a builtin fails."""
+    task = get_task("world-code")
+    examples = task.examples("test")[:8]
+    poison = "import builtins; builtins.all = lambda *a: True; builtins.type = lambda o: int; f = lambda x: 0"
+    completions = [[poison]] + [["def f(x): return 12345"] for _ in examples[1:]]
+    completions[3] = [task.gold(examples[3])]
+    scores = task.score_batch(examples, completions)
+    assert [row[0].value for row in scores] == [0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+    assert scores[0][0].detail == "error: modified builtins"
