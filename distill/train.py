@@ -262,16 +262,22 @@ class TeacherResponses:
 
         self.cfg, self.teacher, self.tok, self.prompts, self.sp, self.timer = cfg, teacher, tok, prompts, sp, timer
         self.root = Path(cfg.cache_dir or default_cache_dir()) / "generations"
+        #: generation key -> seconds, charged once per run (kept in checkpoints: a resumed run neither loses the cost
+        #: of an epoch its sampler already holds nor counts a replayed one twice)
+        self.charged: dict[str, float] = {}
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.charged.values())
 
     def __call__(self, epoch: int) -> list[list[int]]:
-        """The teacher's responses for ``epoch``. Their generation time is charged to ``timer["teacher_generation"]``
-        whether they were generated now or read from the cache (which stores the seconds they took), so every
+        """The teacher's responses for ``epoch``. Their generation time is charged (:attr:`charged`) whether they were generated now or read from the cache (which stores the seconds they took), so every
         method and seed reports the teacher sampling it depends on, not only the run that filled the cache."""
-        path = self.root / f"{_teacher_generation_key(self.cfg, self.tok, self.prompts, self.sp, epoch)}.jsonl"
+        key = _teacher_generation_key(self.cfg, self.tok, self.prompts, self.sp, epoch)
+        path = self.root / f"{key}.jsonl"
         meta = path.with_suffix(".meta.json")
         if path.is_file():
-            seconds = json.loads(meta.read_text())["seconds"] if meta.is_file() else 0.0
-            self.timer["teacher_generation"] = self.timer.get("teacher_generation", 0.0) + seconds
+            self.charged.setdefault(key, json.loads(meta.read_text())["seconds"] if meta.is_file() else 0.0)
             return [json.loads(line)["ids"] for line in path.read_text().splitlines()]
         t0 = time.perf_counter()
         gen = HFGenerator(self.teacher, self.tok, batch_size=self.cfg.gen_batch_size, progress="teacher responses")
@@ -282,7 +288,7 @@ class TeacherResponses:
 
         atomic_write_json(meta, {"seconds": seconds, "prompts": len(out)})
         atomic_write_jsonl(path, ({"ids": ids} for ids in out))
-        self.timer["teacher_generation"] = self.timer.get("teacher_generation", 0.0) + seconds
+        self.charged.setdefault(key, seconds)
         self.timer["teacher_generation_live"] = self.timer.get("teacher_generation_live", 0.0) + seconds
         return out
 
@@ -522,7 +528,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     d = cfg.data
     prompts = [encode_prompt(s_tok, e.prompt, d.max_prompt_len, d.chat) for e in train_ex]
     max_new = d.max_len - max(len(p) for p in prompts)
-    timer = {"generation": 0.0, "train": 0.0, "teacher_generation": 0.0, "teacher_generation_live": 0.0}
+    timer = {"generation": 0.0, "train": 0.0, "teacher_generation_live": 0.0}
     teacher_sp = SamplingParams(
         **{**vars(cfg.teacher_sampling), "max_new_tokens": min(cfg.teacher_sampling.max_new_tokens, max_new), "n": 1}
     )
@@ -628,6 +634,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 f"checkpoint {resume_from} was written with a different config; use resume=never or a new output_dir"
             )
         start, state = _restore(resume_from, acc, student, optimizer, scheduler, sampler, losses, rank)
+        teacher_resp.charged.update(state.get("teacher_charged", {}))
         budget_state["tokens"] = state["tokens"]
     if acc.is_main_process:
         save_config(cfg, out_dir / "config.yaml")
@@ -743,12 +750,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             if state["tokens"] - tokens < point <= state["tokens"] and acc.is_main_process and not done:
                 _snapshot(out_dir / "snapshots" / f"tokens-{point}", acc.unwrap_model(student), s_tok, state)
         if (cfg.save_every and (step + 1) % cfg.save_every == 0) or (done and cfg.checkpoint_at_end):
+            state["teacher_charged"] = dict(teacher_resp.charged)
             _save(cfg, out_dir, step + 1, acc, student, optimizer, scheduler, sampler, losses, state, gather_object)
         _kill_hook(step + 1)
         if done:
             break
     bar.close()
-    state["teacher_generation_s"] = timer["teacher_generation"]
+    state["teacher_generation_s"] = teacher_resp.seconds
     summary = _finish(cfg, out_dir, acc, student, s_tok, state, state.get("steps", start))
     return summary
 
