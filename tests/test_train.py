@@ -154,6 +154,7 @@ def _cli(args: list[str], env: dict | None = None, launcher: list[str] | None = 
     return subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # two gloo processes: ~7 s
 def test_two_process_ddp_equals_one_process(train_data, teacher_dir, tmp_path):
     common = ["method=kd", "optim.max_steps=4", "data.val_fraction=0", "optim.grad_accum=2"]
     base = base_overrides(train_data, teacher_dir, tmp_path / "ddp")
