@@ -174,6 +174,7 @@ def test_no_repeat_ngram_is_honoured(tiny_llama):
         assert len(grams) == len(set(grams))
 
 
+@pytest.mark.slow  # a CLI subprocess end to end: ~7 s
 def test_generate_cli_writes_config_and_completions(tmp_path):
     out = tmp_path / "gen"
     cmd = [sys.executable, "-m", "bench.cli", "generate", "model.name=tiny-llama", "sampling.max_new_tokens=5"]
