@@ -306,7 +306,7 @@ class SuiteRun:
             "suite": self.cfg.name,
             "run_id": self.cfg.resolved_run_id,
             "threads": threads,
-            "tokens_per_s": {m: v for m, v in per_method.items()},
+            "tokens_per_s": per_method,
             "provenance": _provenance(self.cfg) | {"suite_config": None},
         }
         md_path, json_path = root / f"{self.cfg.name}-throughput.md", root / f"{self.cfg.name}-throughput.json"
@@ -641,14 +641,12 @@ class SuiteRun:
         """Task metrics along training: the init at 0 tokens, every snapshot, then the final model. Points use
         ``eval.curve_tasks`` (tasks and limits; default: the full eval) and the final model is re-scored on them
         unless they equal the full eval."""
-        from tasks.eval import run_eval
-
         c = self.cfg
         limits = dict(c.eval.curve_tasks or c.eval.tasks)
         same = limits == dict(c.eval.tasks)
 
         def point(path: str, name: str) -> dict[str, float]:
-            rec = run_eval(self.eval_config(d, path, mcfg.cache_dir, limits=limits, run_name=name), progress=False)
+            rec = self._task_eval(d, path, mcfg, limits=limits, run_name=name)
             return _task_metrics(rec, c.eval.pipeline_checks, c.eval.not_averaged)[0]
 
         if role == "student-init":
@@ -687,10 +685,12 @@ class SuiteRun:
             cache_dir=cache_dir,
         )
 
-    def _task_eval(self, d: Path, name: str, mcfg) -> dict[str, Any]:
+    def _task_eval(
+        self, d: Path, name: str, mcfg, limits: dict[str, int] | None = None, run_name: str = "tasks"
+    ) -> dict[str, Any]:
         from tasks.eval import run_eval
 
-        return run_eval(self.eval_config(d, name, mcfg.cache_dir), progress=False)
+        return run_eval(self.eval_config(d, name, mcfg.cache_dir, limits=limits, run_name=run_name), progress=False)
 
 
 def _task_metrics(

@@ -705,7 +705,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         t_run += live
         dt, gen_dt = time.perf_counter() - t_step - live, timer["generation"] - g0
         state["tokens"] += tokens
-        budget_state["tokens"] = state["tokens"]
         state["steps"] = step + 1
         state["generation_s"] += gen_dt
         state["train_s"] += dt - gen_dt
