@@ -12,6 +12,8 @@ import importlib
 import os
 import sys
 
+from bench.errors import CLIError
+
 # One line per subcommand module. Adding a command = one module + one line here.
 COMMAND_MODULES = [
     "bench.cmd_generate",  # generate: completions from any model source (HF or vLLM backend)
@@ -19,15 +21,12 @@ COMMAND_MODULES = [
     "bench.loss_bench",  # bench losses: memory/time of the distillation losses (naive, chunked, top-k)
     "bench.cmd_train",  # train: one student, one method (distill/train.py)
     "bench.cmd_run",  # run: a benchmark suite end to end (bench/run.py)
+    "bench.cmd_sweep",  # sweep: per-method learning rates chosen on the val split (bench/sweep.py)
     "bench.cmd_tasks",  # tasks: list the evaluation task registry
     "bench.cmd_eval",  # eval: score a model on registry tasks through lm-eval
     "bench.cmd_score",  # score: score samples generated elsewhere (score humaneval)
     "bench.cmd_leaderboard",  # leaderboard: re-render tables and plots from run records
 ]
-
-
-class CLIError(Exception):
-    """A user-facing error: printed as one line, exit status 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,7 +12,7 @@ import argparse
 def _main(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
-    from bench.cli import CLIError
+    from bench.errors import CLIError
     from distill.config import load_config
     from tasks.base import TaskDataError
     from tasks.eval import EvalConfig, run_eval

@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench.cli import CLIError
+from bench.errors import CLIError
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -40,8 +40,8 @@ def _main(args: argparse.Namespace) -> int:
         raise CLIError(str(err)) from err
     print(text, end="")
     if args.out:
-        from bench.leaderboard import write_all
         from bench.plots import write_plots
+        from bench.tables import write_all
 
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

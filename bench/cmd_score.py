@@ -15,7 +15,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from bench.cli import CLIError
+from bench.errors import CLIError
 
 
 def score_humaneval(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bench.cli import CLIError
+from bench.errors import CLIError
 
 
 def task_rows(category: str | None = None, count: bool = True) -> list[list[object]]:

@@ -21,7 +21,7 @@ def _main(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from distill.train import METHODS
+    from distill.methods import METHODS
 
     p = sub.add_parser("train", help=f"train a student ({', '.join(METHODS)})")
     p.add_argument("config", nargs="?", help="YAML config (TrainConfig)")

@@ -39,14 +39,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distill.atomic import atomic_write_text
+from distill.methods import COMPARED
 
 SCHEMA = "distillm-bench/record/v1"
 ROLES = ("teacher", "student-init", "method")
 TASK_CATEGORY_ORDER = ("instruction", "code", "math", "caption")  # then other task categories, then fidelity
 CATEGORY_ORDER = (*TASK_CATEGORY_ORDER, "fidelity")
 FIDELITY_ORDER = ("fidelity/kl", "fidelity/nll", "fidelity/rouge_l")
-METHOD_ORDER = ("sft", "kd", "seqkd", "imitkd", "gkd", "distillm", "distillm2")
+METHOD_ORDER = tuple(COMPARED)  # the compared methods in this order; any other method after them, as first seen
 FORMATS = ("md", "latex", "csv", "json")
 AVERAGE = "average"
 GAP = "gap_recovered"
@@ -830,44 +830,3 @@ def render_cost(cost: CostTable, fmt: str) -> str:
                "reference": cost.reference, "fields": keys, "rows": rows, "footnotes": cost.footnotes}  # fmt: skip
         return json.dumps(out, indent=2) + "\n"
     raise ValueError(f"unknown format {fmt!r}; allowed: {', '.join(FORMATS)}")
-
-
-# --------------------------------------------------------------------------- files
-
-TABLE_FILES = {
-    "md": "leaderboard.md",
-    "latex": "leaderboard.tex",
-    "csv": "leaderboard.csv",
-    "json": "leaderboard.json",
-}
-COST_FILES = {"md": "cost.md", "latex": "cost.tex", "csv": "cost.csv"}
-PAIRED_FILES = {"md": "paired.md", "csv": "paired.csv", "json": "paired.json"}
-
-
-def write_all(run_dir: Path, records: list[dict[str, Any]] | None = None) -> list[Path]:
-    """Write the leaderboard (md, tex, csv, json), the cost table (md, tex, csv), the paired comparisons with SFT
-    and KD (md, csv, json; when either is present) and ``separation.md`` into ``run_dir``, atomically.
-
-    ``records`` defaults to the run dir's own records; pass them to render several run dirs into one place.
-    """
-    from bench.separation import build_paired, render_md, render_paired
-
-    run_dir = Path(run_dir)
-    records = load_records([run_dir]) if records is None else records
-    lb, cost = build_leaderboard(records), build_cost_table(records)
-    written = []
-    for fmt, name in TABLE_FILES.items():
-        atomic_write_text(run_dir / name, render(lb, fmt))
-        written.append(run_dir / name)
-    for fmt, name in COST_FILES.items():
-        atomic_write_text(run_dir / name, render_cost(cost, fmt))
-        written.append(run_dir / name)
-    paired = build_paired(lb)
-    if paired.rows:
-        for fmt, name in PAIRED_FILES.items():
-            atomic_write_text(run_dir / name, render_paired(paired, fmt))
-            written.append(run_dir / name)
-    if lb.headline is not None:
-        atomic_write_text(run_dir / "separation.md", render_md(lb))
-        written.append(run_dir / "separation.md")
-    return written

@@ -38,19 +38,10 @@ from typing import Any
 from bench.suite import SuiteConfig, as_dict
 from distill.atomic import atomic_write_json, atomic_write_jsonl
 from distill.config import load_config, save_config
+from distill.methods import METHODS, method_label
 
 RECORD_SCHEMA = "distillm-bench/record/v1"
-METHOD_LABELS = {
-    "sft": "SFT",
-    "kd": "KD",
-    "seqkd": "SeqKD",
-    "imitkd": "ImitKD",
-    "gkd": "GKD",
-    "distillm": "DistiLLM",
-    "distillm2": "DistiLLM-2",
-    "distillm_v1_batched": "DistiLLM (batched)",
-    "dpkd": "DPKD",
-}
+METHOD_LABELS = {name: method_label(name) for name in METHODS}
 
 
 #: Part of every stage key. Bump it when a stage's outputs change for the same suite config (a fix in the
@@ -225,8 +216,8 @@ class SuiteRun:
         """Run every stage not yet done (``until``: stop after that stage, writing no tables); returns a summary."""
         from tqdm.auto import tqdm
 
-        from bench.leaderboard import write_all
         from bench.plots import write_plots
+        from bench.tables import write_all
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(self.cfg, self.run_dir / "suite.yaml")
@@ -677,6 +668,7 @@ class SuiteRun:
             dtype=c.eval.dtype,
             batch_size=c.eval.batch_size,
             protocol=c.eval.protocol,
+            split=c.eval.split,
             max_new_tokens=c.eval.max_new_tokens,
             max_length=c.eval.max_length,
             backend=c.eval.backend,

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distill.config import config_to_dict, load_config, require
+from distill.config import ConfigError, config_to_dict, load_config, require
 from distill.generation import SamplingParams
+from distill.methods import COMPARED, METHODS
 from distill.models import ModelConfig
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
@@ -141,6 +142,13 @@ class SuiteEvalConfig:
         metadata={"help": "tasks shown but left out of Avg. (e.g. a sampled variant of a task already counted)"},
     )
     protocol: str = field(default="task", metadata={"choices": ["task", "distillm", "greedy"]})
+    split: str = field(
+        default="test",
+        metadata={
+            "choices": ["test", "val"],
+            "help": "the tasks' split to score: test (reported), val (tuning: `distillm-bench sweep`)",
+        },
+    )
     fidelity: bool = field(default=True, metadata={"help": "KL/NLL/ROUGE-L against the teacher on held-out prompts"})
     rouge_max_new_tokens: int = field(default=128, metadata={"min": 1})
     max_new_tokens: int | None = field(
@@ -196,9 +204,7 @@ class SuiteConfig:
         default_factory=lambda: SamplingParams(temperature=0.8, top_p=0.95, max_new_tokens=128)
     )
     init: InitConfig = field(default_factory=InitConfig)
-    methods: list[str] = field(
-        default_factory=lambda: ["sft", "kd", "seqkd", "imitkd", "gkd", "distillm", "distillm2"]
-    )
+    methods: list[str] = field(default_factory=lambda: list(COMPARED))
     seeds: list[int] = field(default_factory=lambda: [0, 1])
     train: SuiteTrainConfig = field(default_factory=SuiteTrainConfig)
     eval: SuiteEvalConfig = field(default_factory=SuiteEvalConfig)
@@ -216,8 +222,6 @@ class SuiteConfig:
     )
 
     def __post_init__(self) -> None:
-        from distill.train import METHODS
-
         require(bool(self.methods), "a suite needs at least one method")
         unknown = [m for m in self.methods if m not in METHODS]
         require(not unknown, f"unknown method {unknown[:1]}; known: {', '.join(METHODS)}")
@@ -235,6 +239,30 @@ class SuiteConfig:
         require(not unknown_avg, f"eval.not_averaged: {unknown_avg} not among eval.tasks")
         unknown_curve = sorted(set(self.eval.curve_tasks) - set(self.eval.tasks))
         require(not unknown_curve, f"eval.curve_tasks: {unknown_curve} not among eval.tasks")
+        self._check_train_overrides()
+
+    def _check_train_overrides(self) -> None:
+        """Parse every ``TrainConfig`` override of the suite now, so that a typo (``optim.lrr=1e-3``) fails when the
+        suite loads (and ``--plan``), in one line naming the key, not when its first training stage starts."""
+        from distill.train import TrainConfig
+
+        unknown = sorted(set(self.train.method_overrides) - set(METHODS))
+        require(not unknown, f"train.method_overrides: unknown method {unknown[:1]}; known: {', '.join(METHODS)}")
+        t = self.train
+        # the keys the suite itself sets per stage; the data files are only known at run time
+        base = ["data.train_file=<suite>", f"data.max_prompt_len={t.max_prompt_len}", f"data.max_len={t.max_len}"]
+        checks = [
+            (f"train.overrides / train.method_overrides.{m}", [f"method={m}", f"validation={t.validation}",
+                                                               *t.overrides, *t.method_overrides.get(m, [])])
+            for m in self.methods
+        ]  # fmt: skip
+        if self.teacher_train.enabled:
+            checks.append(("teacher_train.overrides", ["method=sft", "validation=off", *self.teacher_train.overrides]))
+        for where, overrides in checks:
+            try:
+                load_config(TrainConfig, None, [*base, *overrides])
+            except ConfigError as err:
+                raise ConfigError(f"{where}: {err}") from None
 
     @property
     def hash(self) -> str:

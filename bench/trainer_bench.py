@@ -22,9 +22,8 @@ import time
 from pathlib import Path
 
 from distill.atomic import atomic_write_json, atomic_write_text
+from distill.methods import METHODS
 from distill.synthetic import WORDS, write_synthetic_data
-
-METHODS = ["sft", "kd", "seqkd", "imitkd", "gkd", "distillm", "distillm2", "distillm_v1_batched", "dpkd"]
 
 
 def _train(overrides: list[str]) -> dict:

@@ -263,6 +263,19 @@ def save_new_model(model_cls, config, tok, dest: Path, seed: int = 0) -> Path:
     return dest
 
 
+def build_world(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Build (once) and save the randomly initialised world model ``name`` (``distill/world_model.py``)."""
+    from transformers import LlamaForCausalLM
+
+    from distill.world_model import parse_world_name, world_config, world_tokenizer
+
+    spec = parse_world_name(name)
+    dest = Path(cache_dir or default_cache_dir()) / "world" / name
+    if (dest / "model.safetensors").is_file() and (dest / "tokenizer.json").is_file():
+        return dest
+    return save_new_model(LlamaForCausalLM, world_config(name), world_tokenizer(), dest, seed=spec["seed"])
+
+
 # --------------------------------------------------------------------------------------------- loading
 
 
@@ -273,8 +286,6 @@ def resolve_source(name: str, cache_dir: str | os.PathLike | None = None) -> str
     if name.startswith("tiny-"):
         return str(build_tiny(name, cache_dir))
     if name.startswith("world-"):
-        from distill.world_model import build_world
-
         return str(build_world(name, cache_dir))
     path = Path(name).expanduser()
     if path.exists():

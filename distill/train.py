@@ -36,6 +36,7 @@ from distill.config import ConfigError, config_to_dict, require, save_config
 from distill.data import Example, Row, collate, encode_example, encode_prompt, read_examples, shift_targets
 from distill.generation import HFGenerator, SamplingParams
 from distill.losses import LOSSES, check_loss_kwargs, compute_loss, sequence_logps
+from distill.methods import METHODS, Method  # noqa: F401  (Method: re-exported for users of distill.train)
 from distill.models import ModelConfig, aligned_vocab_size, load_from_config
 from distill.sampling import (
     AdaptiveOffPolicySampler,
@@ -48,35 +49,6 @@ from distill.sampling import (
     derive_seed,
 )
 from distill.schedules import AlphaCurriculum, DistiLLM2Config, beta_at
-
-
-@dataclass(frozen=True)
-class Method:
-    sampler: Literal["offline", "on_policy", "adaptive", "batched"]
-    loss: str
-    loss_kwargs: dict[str, Any] = field(default_factory=dict)
-    reduction: Literal["token", "sequence"] = "token"
-    source: Literal["data", "teacher", "auto"] = "auto"  # offline responses
-    lam: float | None = None  # on-policy fraction (None: from config.gkd.lam)
-
-    @property
-    def reads_validation(self) -> bool:
-        """DistiLLM's adaptive off-policy schedule raises φ when the validation loss rises."""
-        return self.sampler == "adaptive"
-
-
-#: methods.md §4 baselines and the two papers' methods, as (data policy, loss).
-METHODS: dict[str, Method] = {
-    "sft": Method("offline", "nll", source="data"),
-    "kd": Method("offline", "forward_kl"),
-    "seqkd": Method("offline", "nll", source="teacher"),
-    "imitkd": Method("on_policy", "forward_kl", lam=1.0),
-    "gkd": Method("on_policy", "generalized_jsd", {"beta": 0.5}),
-    "distillm": Method("adaptive", "skew_reverse_kl", {"alpha": 0.1}),
-    "distillm2": Method("batched", "distillm2_contrastive", reduction="sequence"),
-    "distillm_v1_batched": Method("batched", "skew_reverse_kl", {"alpha": 0.1}, reduction="sequence"),
-    "dpkd": Method("batched", "dpkd", {"beta": 0.1}),
-}
 
 
 @dataclass

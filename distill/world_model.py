@@ -14,9 +14,7 @@ trained in-process by the suite's ``teacher`` stage; the student is a smaller on
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 
 import torch
 
@@ -90,16 +88,3 @@ def non_embedding_params(model: torch.nn.Module) -> int:
     """Parameters outside the (tied) token embedding and head: the size the world's ratios are stated in."""
     emb = {id(model.get_input_embeddings().weight), id(model.get_output_embeddings().weight)}
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values() if id(p) not in emb)
-
-
-def build_world(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
-    """Build (once) and save the randomly initialised world model ``name``; return its directory."""
-    from transformers import LlamaForCausalLM
-
-    from distill.models import default_cache_dir, save_new_model
-
-    spec = parse_world_name(name)
-    dest = Path(cache_dir or default_cache_dir()) / "world" / name
-    if (dest / "model.safetensors").is_file() and (dest / "tokenizer.json").is_file():
-        return dest
-    return save_new_model(LlamaForCausalLM, world_config(name), world_tokenizer(), dest, seed=spec["seed"])

@@ -50,6 +50,10 @@ class EvalConfig:
     limits: dict[str, int] = field(
         default_factory=dict, metadata={"help": "per-task first-N limits, e.g. {arith: 20}; override limit"}
     )
+    split: str = field(
+        default="test",
+        metadata={"help": "the tasks' split to score: test (reported results), or val (tuning; never tune on test)"},
+    )
     protocol: Literal["task", "distillm", "greedy"] = field(default="task", metadata={"help": "decoding protocol"})
     seeds: list[int] | None = field(default=None, metadata={"help": "sampling seeds (default: [0]; distillm: 10..50)"})
     temperature: float | None = field(default=None, metadata={"help": "override sampling temperature", "min": 0.0})
@@ -124,13 +128,17 @@ def run_eval(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
     start = time.time()
     quiet_lm_eval()
     tasks, builtin = resolve_tasks(cfg)
+    if builtin and cfg.split != "test":
+        raise ConfigError(
+            f"split={cfg.split}: lm-eval's own tasks ({', '.join(builtin)}) run on their test split only"
+        )
     unknown = sorted(set(cfg.limits) - {t.name for t in tasks})
     if unknown:
         raise ConfigError(f"limits: {', '.join(unknown)} not among the tasks ({', '.join(cfg.tasks)})")
     bad = sorted(name for name, n in cfg.limits.items() if isinstance(n, bool) or not isinstance(n, int) or n < 1)
     if bad:
         raise ConfigError(f"limits: {', '.join(bad)} must be positive integers")
-    examples = {t.name: _first(t.examples("test"), cfg.limits.get(t.name, cfg.limit)) for t in tasks}
+    examples = {t.name: _first(t.examples(cfg.split), cfg.limits.get(t.name, cfg.limit)) for t in tasks}
     specs = {t.name: task_spec(t, cfg) for t in tasks}
     seeds = cfg.seeds or (DISTILLM_SEEDS if cfg.protocol == "distillm" else [0])
     run_name = cfg.run_name or f"{Path(cfg.model).name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
@@ -182,7 +190,8 @@ def run_eval(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
                 **t.info(),
                 "source_in_use": t.source_in_use(),
                 "n_examples": len(examples[t.name]),
-                "data_sha256": t.fingerprint("test"),
+                "split": cfg.split,
+                "data_sha256": t.fingerprint(cfg.split),
                 "data_files": {str(p): file_sha256(p) for p in t.data_files()},
                 "generation": vars(specs[t.name])
                 | {"stop": list(specs[t.name].stop), "plain_stop": list(specs[t.name].plain_stop)},

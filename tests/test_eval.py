@@ -154,3 +154,21 @@ def test_score_humaneval_all_164_canonical(tmp_path, problems, capsys):
     assert main(["score", "humaneval", "--samples", str(canon)]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["pass@1"] == 1.0 and result["n_problems"] == 164
+
+
+def test_eval_on_the_val_split_scores_val_examples_and_refuses_where_there_is_none(tmp_path):
+    from distill.config import ConfigError
+    from tasks.base import TaskDataError
+    from tasks.eval import EvalConfig, run_eval
+
+    cfg = EvalConfig(model="tiny-llama", tasks=["world-pick"], split="val", limit=2, max_new_tokens=4,
+                     output_dir=str(tmp_path), run_name="v")  # fmt: skip
+    info = run_eval(cfg)["tasks"]["world-pick"]
+    task = get_task("world-pick")
+    assert info["split"] == "val" and info["data_sha256"] == task.fingerprint("val") != task.fingerprint("test")
+    rows = [json.loads(x) for x in (tmp_path / "v" / "samples" / "world-pick.jsonl").read_text().splitlines()]
+    assert {r["example_id"].split("/")[0] for r in rows} == {"val"}
+    with pytest.raises(TaskDataError, match="has no split 'val'"):
+        run_eval(EvalConfig(model="tiny-llama", tasks=["arith"], split="val", output_dir=str(tmp_path)))
+    with pytest.raises(ConfigError, match="test split only"):
+        run_eval(EvalConfig(model="tiny-llama", tasks=["lm_eval:gsm8k"], split="val", output_dir=str(tmp_path)))

@@ -20,8 +20,8 @@ from bench.leaderboard import (
     load_records,
     render,
     render_cost,
-    write_all,
 )
+from bench.tables import write_all
 
 INFO = {
     "fidelity/kl": {"category": "fidelity", "higher_is_better": False, "label": "KL(T||S)", "pipeline_check": False},

@@ -24,9 +24,9 @@ from bench.leaderboard import (
     render_cost,
     t_crit,
     t_table,
-    write_all,
 )
 from bench.separation import build_paired, render_paired
+from bench.tables import write_all
 
 T2 = 4.302652729749464  # t_{0.975, 2}: three seeds
 

@@ -247,3 +247,48 @@ def test_one_process_trains_at_different_precisions(tmp_path):
     for i, precision in enumerate(("bf16", "no", "bf16")):
         cfg = _sft(tmp_path, 8, "optim.max_steps=1", f"mixed_precision={precision}", f"output_dir={tmp_path / str(i)}")
         assert train(cfg)["steps"] == 1
+
+
+@pytest.mark.slow  # ~22 s: a teacher, an init and four training runs
+def test_sweep_picks_each_methods_rate_on_the_val_split_and_shares_the_upstream_stages(tmp_path):
+    from bench.sweep import run_sweep
+    from tasks import get_task
+
+    cfg = _suite(tmp_path, "methods=[sft,kd]", "train.method_overrides={kd: [optim.lr=9.0]}")
+    result = run_sweep(cfg, [1e-2, 1e-3], progress=False)
+    assert result["grid"] == [1e-3, 1e-2] and {r["method"] for r in result["rows"]} == {"sft", "kd"}
+    for method in ("sft", "kd"):  # the best val Avg. (ties: the smaller rate)
+        rows = [r for r in result["rows"] if r["method"] == method]
+        best = max(r["val_avg"] for r in rows)
+        assert result["chosen"][method] == min(r["lr"] for r in rows if r["val_avg"] == best)
+    run_dir = Path(result["run_dir"])
+    stages = sorted(p.name.rsplit("-", 1)[0] for p in (run_dir / "stages").iterdir())
+    assert stages.count("teacher") == 1 and stages.count("init") == 1  # computed once for the whole grid
+    assert stages.count("train-kd-s0") == 2  # one per rate: the suite's own optim.lr=9.0 for kd was dropped
+    for cfg_file in (run_dir / "stages").glob("train-kd-s0-*/train/config.yaml"):
+        assert load_config(TrainConfig, cfg_file, []).optim.lr in (1e-3, 1e-2)
+    # scored on the val split only, without the fidelity metrics (which read the held-out prompts)
+    rec = json.loads((run_dir / "records" / "kd-s0.json").read_text())
+    assert rec["metrics"] and not any(k.startswith("fidelity/") for k in rec["metrics"])
+    task_rec = json.loads(next((run_dir / "stages").glob("eval-kd-s0-*/tasks/record.json")).read_text())
+    for name, entry in task_rec["tasks"].items():
+        assert entry["split"] == "val" and entry["data_sha256"] == get_task(name).fingerprint("val")
+    md = (tmp_path / "benchmarks" / "world-sweep-0.2k.md").read_text()
+    assert "val split" in md and "kd: [optim.lr=" in md and "Validation Avg. along training" in md
+
+
+@pytest.mark.parametrize(
+    "override, names",
+    [
+        ("train.overrides=[optim.lrr=1e-3]", ["train.overrides", "'optim.lrr'", "did you mean 'lr'"]),
+        ("train.method_overrides={kd: [distillm.phi_inti=0.2]}", ["method_overrides.kd", "'distillm.phi_inti'"]),
+        ("train.method_overrides={kdd: [optim.lr=1e-3]}", ["train.method_overrides", "unknown method ['kdd']"]),
+        ("teacher_train.overrides=[data.max_lne=9]", ["teacher_train.overrides", "'data.max_lne'"]),
+    ],
+)
+def test_a_typo_in_a_suites_trainer_overrides_fails_when_the_suite_loads(override, names):
+    from distill.config import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        load_suite("world", [override])
+    assert "\n" not in str(err.value) and all(n in str(err.value) for n in names), str(err.value)
