@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "bench.cmd_run",  # run: a benchmark suite end to end (bench/run.py)
     "bench.cmd_sweep",  # sweep: per-method learning rates chosen on the val split (bench/sweep.py)
     "bench.cmd_tasks",  # tasks: list the evaluation task registry
+    "bench.cmd_registry",  # methods, losses: list the method and loss registries
     "bench.cmd_eval",  # eval: score a model on registry tasks through lm-eval
     "bench.cmd_score",  # score: score samples generated elsewhere (score humaneval)
     "bench.cmd_leaderboard",  # leaderboard: re-render tables and plots from run records
@@ -55,6 +56,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if not sys.stderr.isatty():  # a log file: progress bars redraw at most every 30 s, not many times a second
+        os.environ.setdefault("TQDM_MININTERVAL", "30")
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # key=value overrides may also follow an --option (argparse stops filling a positional list at options)

@@ -1,7 +1,7 @@
 """``distillm-bench eval [CONFIG.yaml] --model M --tasks a,b [key=value ...]``: score a model on registry tasks.
 
 Writes ``<output_dir>/<run_name>/record.json`` (scores + provenance) and ``samples/<task>.jsonl``. Keys are the
-fields of :class:`tasks.eval.EvalConfig` (e.g. ``limit=20 protocol=distillm backend=vllm``).
+fields of :class:`bench.evaluate.EvalConfig` (e.g. ``limit=20 protocol=distillm backend=vllm``).
 """
 
 from __future__ import annotations
@@ -13,9 +13,15 @@ def _main(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
     from bench.errors import CLIError
+    from bench.evaluate import EvalConfig, run_eval
+
+    if args.help_config:
+        from distill.config import print_config_reference
+
+        print_config_reference(EvalConfig)
+        return 0
     from distill.config import load_config
     from tasks.base import TaskDataError
-    from tasks.eval import EvalConfig, run_eval
 
     config = None
     overrides = []
@@ -51,4 +57,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="model source (hub id, local dir, tiny-llama, smollm2-135m-instruct)")
     p.add_argument("--tasks", help="comma-separated task names (see `distillm-bench tasks`)")
     p.add_argument("args", nargs="*", help="optional CONFIG.yaml, then key=value overrides (EvalConfig fields)")
+    p.add_argument("--help-config", action="store_true", help="list every config key (type, default, help) and exit")
     p.set_defaults(func=_main)

@@ -16,7 +16,8 @@ from bench.errors import CLIError
 
 
 def _main(args: argparse.Namespace) -> int:
-    from bench.leaderboard import RecordError, build_cost_table, build_leaderboard, load_records, render, render_cost
+    from bench.leaderboard import RecordError, build_cost_table, build_leaderboard, load_records
+    from bench.render import render, render_cost
 
     try:
         records = load_records([Path(d) for d in args.run_dirs])

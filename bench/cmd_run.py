@@ -10,12 +10,18 @@ from tabulate import tabulate
 
 def _main(args: argparse.Namespace) -> int:
     from bench.run import SuiteRun
-    from bench.suite import load_suite
+    from bench.suite import SuiteConfig, load_suite
+
+    if args.help_config:
+        from distill.config import print_config_reference
+
+        print_config_reference(SuiteConfig)
+        return 0
 
     cfg = load_suite(args.config, args.overrides)
     run = SuiteRun(cfg)
     if args.plan:
-        rows = run.plan()
+        rows = run.plan(force=args.force)
         todo = sum(r["estimate_s"] for r in rows)
         print(f"suite {cfg.name} -> {run.run_dir} (suite hash {cfg.hash})")
         print(tabulate(rows, headers="keys", tablefmt="github"))
@@ -33,7 +39,30 @@ def _main(args: argparse.Namespace) -> int:
     for path in summary["outputs"]:
         print(f"  {path}")
     print(f"  records/ ({summary['records']} records), stages/ (per-stage outputs), suite.yaml")
+    headline = _headline(run.run_dir / "leaderboard.json")
+    if headline:
+        print(f"\n{headline}")
     return 0
+
+
+def _headline(path) -> str:
+    """Task average and gap recovered per row of the leaderboard just written (the full table is in the md)."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        return ""
+    lb = json.loads(path.read_text())
+
+    def cell(row: dict, key: str) -> str:
+        c = row["cells"].get(key) or {}
+        if c.get("mean") is None:
+            return "–"
+        return f"{c['mean']:.3f}" + (f" ± {c['ci95']:.3f}" if c.get("ci95") is not None else "")
+
+    rows = [[r["label"], len(r["seeds"]), cell(r, "average"), cell(r, "gap_recovered")] for r in lb["rows"]]
+    table = tabulate(rows, headers=["model", "n", "Avg. (95% CI)", "Gap rec."], tablefmt="github")
+    return f"{table}\n(every column: {path.with_suffix('.md')})"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,4 +72,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plan", action="store_true", help="print the stages, cache hits and estimated time; run nothing")
     p.add_argument("--force", action="append", default=[], metavar="STAGE", help="redo a stage (or all 'train'...)")
     p.add_argument("--until", metavar="STAGE", help="stop after this stage (e.g. teacher); no tables are written")
+    p.add_argument("--help-config", action="store_true", help="list every config key (type, default, help) and exit")
     p.set_defaults(func=_main)

@@ -1,10 +1,20 @@
-"""``distillm-bench tasks``: list the registered tasks (name, category, version, source, examples, metrics)."""
+"""``distillm-bench tasks``: list the registered tasks (name, category, version, source, examples, metrics, file)."""
 
 from __future__ import annotations
 
 import argparse
 
 from bench.errors import CLIError
+
+
+def task_file(task: object) -> str:
+    """The file that registers ``task``, relative to the repository (e.g. ``tasks/world_pick.py``)."""
+    import inspect
+    from pathlib import Path
+
+    path = Path(inspect.getfile(type(task))).resolve()
+    root = Path(__file__).resolve().parent.parent
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
 def task_rows(category: str | None = None, count: bool = True) -> list[list[object]]:
@@ -22,7 +32,7 @@ def task_rows(category: str | None = None, count: bool = True) -> list[list[obje
                 n = len(task.examples("test"))
             except TaskDataError:
                 n = "online" if task.online else "missing"
-        rows.append([name, task.category, task.version, task.source, n, ", ".join(task.metrics)])
+        rows.append([name, task.category, task.version, task.source, n, ", ".join(task.metrics), task_file(task)])
     return rows
 
 
@@ -34,7 +44,7 @@ def _main(args: argparse.Namespace) -> int:
     if args.category and args.category not in CATEGORIES:
         raise CLIError(f"unknown category {args.category!r}; allowed: {', '.join(CATEGORIES)}")
     rows = task_rows(args.category, count=not args.no_count)
-    print(tabulate(rows, headers=["name", "category", "version", "source", "examples", "metrics"]))
+    print(tabulate(rows, headers=["name", "category", "version", "source", "examples", "metrics", "file"]))
     print(
         f"\n{len(rows)} tasks. Online tasks read the hub; pass a local file with data_files=<task>=PATH to use them offline."
     )

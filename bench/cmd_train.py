@@ -11,6 +11,12 @@ from distill.config import load_config
 def _main(args: argparse.Namespace) -> int:
     from distill.train import TrainConfig, train
 
+    if args.help_config:
+        from distill.config import print_config_reference
+
+        print_config_reference(TrainConfig)
+        return 0
+
     cfg = load_config(TrainConfig, args.config, args.overrides)
     summary = train(cfg)
     print(json.dumps(summary, indent=2))
@@ -26,4 +32,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help=f"train a student ({', '.join(METHODS)})")
     p.add_argument("config", nargs="?", help="YAML config (TrainConfig)")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. method=distillm2 optim.lr=1e-4")
+    p.add_argument("--help-config", action="store_true", help="list every config key (type, default, help) and exit")
     p.set_defaults(func=_main)

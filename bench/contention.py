@@ -4,13 +4,17 @@ On a 2-core machine, two-thread torch collapses (up to 17x slower, ``shared/docs
 process keeps one core busy, while one thread barely slows. Before each stage the suite times a small workload shaped
 like the world's training steps (a [2560, 128] x [128, 256] matmul with its backward-sized partner) at the machine's
 thread count and at one thread, and runs the stage with the faster. The choices land in ``run_summary.json``.
+Also here: :class:`PeakRSS`, the peak resident memory of a block (the cost table's memory column).
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -61,3 +65,46 @@ def choose_threads(max_threads: int | None = None) -> ThreadChoice:
     threads = n if multi < 0.9 * single else 1
     torch.set_num_threads(threads)
     return ThreadChoice(threads, multi, single, contended=multi > single)
+
+
+class PeakRSS:
+    """Peak resident memory of this process while a block runs (sampled from /proc every 0.2 s)."""
+
+    def __enter__(self) -> PeakRSS:
+        self.peak, self._stop = rss_mib(), threading.Event()
+        self._t = threading.Thread(target=self._watch, daemon=True)
+        self._t.start()
+        return self
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.2):
+            self.peak = max(self.peak, rss_mib())
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._t.join()
+        self.peak = max(self.peak, rss_mib())
+
+
+def rss_mib() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def threads_summary(fixed: int, max_threads: int, log: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """What the run did about CPU contention, for ``run_summary.json``."""
+    if fixed:
+        return {"mode": "fixed", "threads": fixed, "note": f"threads={fixed} set in the suite; no calibration"}
+    single = sorted(name for name, c in log.items() if c["threads"] == 1 and max_threads > 1)
+    note = (
+        f"calibrated before each stage: {max_threads} threads throughout (no contention detected)"
+        if not single
+        else f"calibrated before each stage: {len(single)} of {len(log)} stages ran on 1 thread because "
+        f"{max_threads}-thread torch was slower (another process held a core): {', '.join(single)}"
+    )
+    return {"mode": "auto", "max_threads": max_threads, "single_thread_stages": single, "note": note, "stages": log}

@@ -20,7 +20,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from bench.leaderboard import _csv_text, _number, build_leaderboard, ci_half, group_records, in_average
+from bench.leaderboard import _number, build_leaderboard, ci_half, group_records, in_average
+from bench.render import _csv_text
 from distill.atomic import atomic_path, atomic_write_text
 
 PANELS = (("loss", "loss (terms dashed)"), ("phi", "φ"), ("alpha", "α (mean)"), ("beta", "β"),

@@ -28,19 +28,20 @@ import json
 import os
 import shutil
 import signal
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.contention import PeakRSS, threads_summary
+from bench.run_eval import evaluate_model
 from bench.suite import SuiteConfig, as_dict
+from bench.tables import write_throughput
 from distill.atomic import atomic_write_json, atomic_write_jsonl
 from distill.config import load_config, save_config
 from distill.methods import METHODS, method_label
 
-RECORD_SCHEMA = "distillm-bench/record/v1"
 METHOD_LABELS = {name: method_label(name) for name in METHODS}
 
 
@@ -69,35 +70,6 @@ class Stage:
     def done(self, run_dir: Path) -> dict[str, Any] | None:
         marker = self.dir(run_dir) / "done.json"
         return json.loads(marker.read_text()) if marker.is_file() else None
-
-
-class PeakRSS:
-    """Peak resident memory of this process while a block runs (sampled from /proc every 0.2 s)."""
-
-    def __enter__(self) -> PeakRSS:
-        self.peak, self._stop = _rss_mib(), threading.Event()
-        self._t = threading.Thread(target=self._watch, daemon=True)
-        self._t.start()
-        return self
-
-    def _watch(self) -> None:
-        while not self._stop.wait(0.2):
-            self.peak = max(self.peak, _rss_mib())
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._t.join()
-        self.peak = max(self.peak, _rss_mib())
-
-
-def _rss_mib() -> float:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 class SuiteRun:
@@ -198,22 +170,40 @@ class SuiteRun:
                 )
 
     # ------------------------------------------------------------------ execution
-    def plan(self) -> list[dict[str, Any]]:
+    def forced(self, force: list[str] | tuple[str, ...] = ()) -> list[Stage]:
+        """The stages ``--force`` names (a stage, or a prefix such as ``train``); an unknown name is an error."""
+        unknown = [f for f in force if not any(s.name == f or s.name.startswith(f + ":") for s in self.stages)]
+        if unknown:
+            raise ValueError(
+                f"--force {unknown[0]!r} matches no stage; stages: {', '.join(s.name for s in self.stages)}"
+            )
+        return [s for s in self.stages if any(s.name == f or s.name.startswith(f + ":") for f in force)]
+
+    def plan(self, force: list[str] | tuple[str, ...] = ()) -> list[dict[str, Any]]:
+        """Every stage with its key and whether it is cached (a forced stage is shown as to be redone)."""
+        redo = {s.name for s in self.forced(force)}
         rows = []
         for s in self.stages:
-            done = s.done(self.run_dir)
+            done = s.done(self.run_dir) and s.name not in redo
             rows.append(
                 {
                     "stage": s.name,
                     "key": s.key,
-                    "status": "cached" if done else "todo",
+                    "status": "cached" if done else ("forced" if s.name in redo else "todo"),
                     "estimate_s": 0.0 if done else round(s.estimate_s, 1),
                 }
             )
         return rows
 
     def run(self, force: list[str] = (), progress: bool = True, until: str | None = None) -> dict[str, Any]:
-        """Run every stage not yet done (``until``: stop after that stage, writing no tables); returns a summary."""
+        """Run every stage not yet done (``until``: stop after that stage, writing no tables); returns a summary.
+        One run at a time per run directory (:mod:`bench.lock`)."""
+        from bench.lock import run_lock
+
+        with run_lock(self.run_dir):
+            return self._run(force, progress, until)
+
+    def _run(self, force, progress: bool, until: str | None) -> dict[str, Any]:
         from tqdm.auto import tqdm
 
         from bench.plots import write_plots
@@ -230,13 +220,7 @@ class SuiteRun:
         max_threads, threads_log = torch.get_num_threads(), {}
         if until is not None and until not in [s.name for s in self.stages]:
             raise ValueError(f"--until {until!r} is no stage; stages: {', '.join(s.name for s in self.stages)}")
-        forced = [s for s in self.stages if any(s.name == f or s.name.startswith(f + ":") for f in force)]
-        unknown = [f for f in force if not any(s.name == f or s.name.startswith(f + ":") for s in self.stages)]
-        if unknown:
-            raise ValueError(
-                f"--force {unknown[0]!r} matches no stage; stages: {', '.join(s.name for s in self.stages)}"
-            )
-        for s in forced:
+        for s in self.forced(force):
             shutil.rmtree(s.dir(self.run_dir), ignore_errors=True)
         t0, ran, skipped = time.perf_counter(), [], []
         bar = tqdm(self.stages, desc=f"suite {self.cfg.name}", unit="stage", disable=not progress, position=0)
@@ -261,7 +245,7 @@ class SuiteRun:
             if s.name == until:
                 break
         bar.close()
-        threads = _threads_summary(self.cfg.threads, max_threads, threads_log)
+        threads = threads_summary(self.cfg.threads, max_threads, threads_log)
         if until is not None:
             return {"run_dir": str(self.run_dir), "ran": ran, "skipped": skipped, "threads": threads, "outputs": []}
         records = self._collect_records()
@@ -275,35 +259,9 @@ class SuiteRun:
             "outputs": [str(p) for p in written],
             "threads": threads,
         }
-        summary["outputs"] += [str(p) for p in self._write_throughput(records, summary["threads"])]
+        summary["outputs"] += [str(p) for p in write_throughput(self.cfg, records, summary["threads"])]
         atomic_write_json(self.run_dir / "run_summary.json", summary)
         return summary
-
-    def _write_throughput(self, records: list[dict[str, Any]], threads: dict[str, Any]) -> list[Path]:
-        """Tokens/s per method of this run, under ``<output_root>/benchmarks/<suite>-throughput.{md,json}``."""
-        from bench.leaderboard import build_cost_table, render_cost
-        from distill.atomic import atomic_write_text
-
-        if not any(r["model"]["role"] == "method" for r in records):
-            return []
-        root = Path(self.cfg.output_root) / "benchmarks"
-        table = render_cost(build_cost_table(records), "md")
-        note = f"Run `{self.cfg.resolved_run_id}`; threads: {threads['note']}.\n"
-        per_method: dict[str, list[float]] = {}
-        for r in records:
-            if r["model"]["role"] == "method" and r.get("train"):
-                per_method.setdefault(r["model"]["method"], []).append(r["train"]["tokens_per_s"])
-        data = {
-            "suite": self.cfg.name,
-            "run_id": self.cfg.resolved_run_id,
-            "threads": threads,
-            "tokens_per_s": per_method,
-            "provenance": _provenance(self.cfg) | {"suite_config": None},
-        }
-        md_path, json_path = root / f"{self.cfg.name}-throughput.md", root / f"{self.cfg.name}-throughput.json"
-        atomic_write_text(md_path, table + "\n" + note)
-        atomic_write_json(json_path, data)
-        return [md_path, json_path]
 
     def _collect_records(self) -> list[dict[str, Any]]:
         return [json.loads(p.read_text()) for p in sorted((self.run_dir / "records").glob("*.json"))]
@@ -357,35 +315,14 @@ class SuiteRun:
         return {"model": str(d / "train" / "final"), "train": summary}
 
     def _run_prompts(self, d: Path) -> dict[str, Any]:
-        from tasks.prompts import load_pool
+        from tasks.prompts import prompt_slices
 
         p = self.cfg.prompts
-        per_pool = -(-(p.n_train + p.n_val + p.n_heldout) // len(p.pools))
-        rows = []
-        for name in p.pools:
-            rows.extend(load_pool(name, limit=per_pool, seed=p.seed, data_file=p.data_files.get(name)))
-        import random
-
-        random.Random(p.seed).shuffle(rows)
-        need = p.n_train + p.n_val + p.n_heldout
-        if len(rows) < need:
-            raise ValueError(f"prompt pools {p.pools} hold {len(rows)} prompts; the suite needs {need}")
-        rows = rows[:need]
-        keep = ("prompt", "pool", "response")
-        # three disjoint slices: training prompts, validation prompts (the only ones DistiLLM's schedule reads) and
-        # held-out prompts (fidelity evaluation only)
-        train = [{k: r.get(k) for k in keep} for r in rows[: p.n_train]]
-        val = [{k: r.get(k) for k in keep} for r in rows[p.n_train : p.n_train + p.n_val]]
-        held = [{k: r.get(k) for k in keep} for r in rows[p.n_train + p.n_val :]]
-        if p.responses_from == "pool" and any(r["response"] is None for r in train + val + held):
-            raise ValueError(f"prompts.responses_from=pool, but pools {p.pools} have prompts without responses")
-        labelled = train[: p.n_labelled]
-        if any(r["response"] is None for r in labelled):
-            raise ValueError(
-                f"prompts.n_labelled={p.n_labelled}, but pools {p.pools} have prompts without a ground-truth response"
-            )
+        slices = prompt_slices(
+            p.pools, p.n_train, p.n_val, p.n_heldout, p.n_labelled, p.seed, p.data_files, p.responses_from == "pool"
+        )
         out = {}
-        for split, split_rows in (("train", train), ("val", val), ("heldout", held), ("labelled", labelled)):
+        for split, split_rows in slices.items():
             atomic_write_jsonl(d / f"{split}_prompts.jsonl", split_rows)
             out[split], out[f"n_{split}"] = str(d / f"{split}_prompts.jsonl"), len(split_rows)
         return out
@@ -505,7 +442,9 @@ class SuiteRun:
     def _trainer(self, method: str, seed: int) -> Callable[[Path], dict[str, Any]]:
         def run(d: Path) -> dict[str, Any]:
             t = self.cfg.train
-            ov = self._common_train(d / "train", ground_truth=method == "sft")
+            ov = self._common_train(
+                d / "train", ground_truth=METHODS[method].source == "data"
+            )  # SFT: the labelled set
             budget = t.token_budget
             points = [round(budget * i / t.curve_points) for i in range(1, t.curve_points)] if t.curve_points else []
             ov += [f"snapshot_tokens={points}"] if points else []
@@ -532,199 +471,9 @@ class SuiteRun:
 
     def _evaluator(self, role: str, method: str | None, seed: int | None) -> Callable[[Path], dict[str, Any]]:
         def run(d: Path) -> dict[str, Any]:
-            return self._evaluate(d, role, method, seed)
+            return evaluate_model(self, d, role, method, seed)
 
         return run
-
-    def _evaluate(self, d: Path, role: str, method: str | None, seed: int | None) -> dict[str, Any]:
-        from bench.fidelity import METRIC_INFO, fidelity, read_heldout, teacher_logprobs
-        from distill.data import encode_example
-        from distill.models import ModelConfig, load_from_config
-
-        c = self.cfg
-        tcfg = self._teacher_model()
-        if role == "teacher":
-            mcfg, label, path, train = tcfg, "Teacher", tcfg.name, None
-        else:
-            stage = "init" if role == "student-init" else f"train:{method}:s{seed}"
-            out = self.output(stage)
-            path, train = out["model"], out["train"]
-            mcfg = ModelConfig(name=path, dtype=c.eval.dtype)
-            init_label = "Student init (SFT)" if c.init.enabled else "Student init"
-            label = init_label if role == "student-init" else METHOD_LABELS.get(method, method)
-        metrics: dict[str, float] = {}
-        info: dict[str, dict[str, Any]] = {}
-        samples: dict[str, str] = {}
-        if c.eval.fidelity:
-            teacher, tok = load_from_config(tcfg)
-            model, _ = (teacher, tok) if role == "teacher" else load_from_config(mcfg)
-            held = read_heldout(Path(self.output("responses")["heldout"]))
-            rows = [encode_example(tok, e, c.train.max_prompt_len, c.train.max_len) for e in held]
-            from distill.models import aligned_vocab_size
-
-            vocab = aligned_vocab_size(teacher, model, tok, tok)
-            t_lp = teacher_logprobs(
-                self.output("responses")["heldout"] + tcfg.name,
-                teacher,
-                rows,
-                tok.pad_token_id,
-                vocab,
-                c.eval.batch_size,
-            )
-            fm, fs = fidelity(
-                model,
-                tok,
-                held,
-                t_lp,
-                max_prompt_len=c.train.max_prompt_len,
-                max_len=c.train.max_len,
-                batch_size=c.eval.batch_size,
-                max_new_tokens=c.eval.rouge_max_new_tokens,
-            )
-            metrics.update(fm)
-            info.update(METRIC_INFO)
-            atomic_write_jsonl(d / "fidelity_samples.jsonl", fs)
-            samples["fidelity"] = str(d / "fidelity_samples.jsonl")
-            del model, teacher
-        versions: dict[str, Any] = {}
-        curve: list[dict[str, Any]] | None = None
-        if c.eval.tasks:
-            rec = self._task_eval(d, mcfg.name, mcfg)
-            task_metrics, task_info = _task_metrics(rec, c.eval.pipeline_checks, c.eval.not_averaged)
-            metrics.update(task_metrics)
-            info.update(task_info)
-            for task, entry in rec["tasks"].items():
-                versions[task] = entry.get("version")
-                samples[task] = str(Path(rec["run_dir"]) / "samples" / f"{task}.jsonl")
-            if c.train.curve_points and role != "teacher":
-                curve = self._curve(d, role, train, mcfg, task_metrics)
-        record = {
-            "schema": RECORD_SCHEMA,
-            "run_id": c.resolved_run_id,
-            "suite": c.name,
-            "suite_hash": c.hash,
-            "model": {"role": role, "method": method, "seed": seed, "label": label, "path": path},
-            "metrics": metrics,
-            "metric_info": info,
-            "task_versions": versions,
-            "train": None
-            if train is None
-            else {
-                "wall_s": train["wall_s"],
-                "tokens": train["tokens"],
-                "tokens_per_s": train["tokens_per_s"],
-                "generation_s": train["generation_s"],
-                "generation_share": train["generation_share"],
-                "setup_generation_s": train.get("setup_generation_s", 0.0),
-                "peak_rss_mib": train["peak_rss_mib"],
-                "metrics": train["metrics"],
-            },
-            "provenance": _provenance(c),
-            "samples": samples,
-        }
-        if curve is not None:
-            record["curve"] = curve
-        name = role if role != "method" else f"{method}-s{seed}"
-        atomic_write_json(self.run_dir / "records" / f"{name}.json", record)
-        return {"record": str(self.run_dir / "records" / f"{name}.json"), "metrics": metrics}
-
-    def _curve(self, d: Path, role: str, train, mcfg, final: dict[str, float]) -> list[dict[str, Any]]:
-        """Task metrics along training: the init at 0 tokens, every snapshot, then the final model. Points use
-        ``eval.curve_tasks`` (tasks and limits; default: the full eval) and the final model is re-scored on them
-        unless they equal the full eval."""
-        c = self.cfg
-        limits = dict(c.eval.curve_tasks or c.eval.tasks)
-        same = limits == dict(c.eval.tasks)
-
-        def point(path: str, name: str) -> dict[str, float]:
-            rec = self._task_eval(d, path, mcfg, limits=limits, run_name=name)
-            return _task_metrics(rec, c.eval.pipeline_checks, c.eval.not_averaged)[0]
-
-        if role == "student-init":
-            return [{"tokens": 0, "metrics": final if same else point(mcfg.name, "curve-0")}]
-        points = []
-        for snap in train.get("snapshots", []):
-            points.append({"tokens": snap["tokens"], "metrics": point(snap["path"], f"curve-{snap['tokens']}")})
-        points.append({"tokens": train["tokens"], "metrics": final if same else point(mcfg.name, "curve-final")})
-        return points
-
-    def eval_config(
-        self,
-        d: Path,
-        name: str,
-        cache_dir: str | None = None,
-        limits: dict[str, int] | None = None,
-        run_name: str = "tasks",
-    ) -> Any:
-        """The :class:`tasks.eval.EvalConfig` of model ``name``: every task of the suite in one lm-eval run."""
-        from tasks.eval import EvalConfig
-
-        c = self.cfg
-        limits = dict(limits or c.eval.tasks)
-        return EvalConfig(
-            model=name,
-            tasks=list(limits),
-            limits=limits,
-            dtype=c.eval.dtype,
-            batch_size=c.eval.batch_size,
-            protocol=c.eval.protocol,
-            split=c.eval.split,
-            max_new_tokens=c.eval.max_new_tokens,
-            max_length=c.eval.max_length,
-            backend=c.eval.backend,
-            output_dir=str(d),
-            run_name=run_name,
-            cache_dir=cache_dir,
-        )
-
-    def _task_eval(
-        self, d: Path, name: str, mcfg, limits: dict[str, int] | None = None, run_name: str = "tasks"
-    ) -> dict[str, Any]:
-        from tasks.eval import run_eval
-
-        return run_eval(self.eval_config(d, name, mcfg.cache_dir, limits=limits, run_name=run_name), progress=False)
-
-
-def _task_metrics(
-    rec: dict[str, Any], pipeline_checks, not_averaged=()
-) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
-    """``task/metric`` values and their column info from an eval record. ``primary``: the task's primary metric,
-    the one Avg. counts (none for a task in ``not_averaged``)."""
-    metrics, info = {}, {}
-    for task, entry in rec["tasks"].items():
-        for metric, value in entry["scores"].items():
-            if metric.endswith("_std") or metric.endswith("_stderr"):
-                continue
-            key = f"{task}/{metric}"
-            metrics[key] = value
-            info[key] = {
-                "category": entry.get("category", "other"),
-                "higher_is_better": True,
-                "label": f"{task} {metric}",
-                "pipeline_check": task in pipeline_checks,
-                "primary": metric == entry.get("primary_metric", metric) and task not in not_averaged,
-            }
-    return metrics, info
-
-
-def _provenance(cfg: SuiteConfig) -> dict[str, Any]:
-    from tasks.eval import provenance
-
-    return {**provenance(False), "suite_config": as_dict(cfg)}
-
-
-def _threads_summary(fixed: int, max_threads: int, log: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """What the run did about CPU contention, for ``run_summary.json``."""
-    if fixed:
-        return {"mode": "fixed", "threads": fixed, "note": f"threads={fixed} set in the suite; no calibration"}
-    single = sorted(name for name, c in log.items() if c["threads"] == 1 and max_threads > 1)
-    note = (
-        f"calibrated before each stage: {max_threads} threads throughout (no contention detected)"
-        if not single
-        else f"calibrated before each stage: {len(single)} of {len(log)} stages ran on 1 thread because "
-        f"{max_threads}-thread torch was slower (another process held a core): {', '.join(single)}"
-    )
-    return {"mode": "auto", "max_threads": max_threads, "single_thread_stages": single, "note": note, "stages": log}
 
 
 def _fault_hook(n_done: int) -> None:

@@ -19,20 +19,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from bench.leaderboard import (
-    AVERAGE,
-    HEADLINE,
-    Column,
-    Diff,
-    Leaderboard,
-    Row,
-    _csv_num,
-    _csv_text,
-    _md_escape,
-    _md_table,
-    compare,
-    in_average,
-)
+from bench.leaderboard import AVERAGE, HEADLINE, Column, Diff, Leaderboard, Row, compare, in_average
+from bench.render import _csv_num, _csv_text, _md_escape, _md_table
 
 PAIRED_REFERENCES = ("sft", "kd")
 PAIRED_FORMATS = ("md", "csv", "json")

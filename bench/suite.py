@@ -239,7 +239,32 @@ class SuiteConfig:
         require(not unknown_avg, f"eval.not_averaged: {unknown_avg} not among eval.tasks")
         unknown_curve = sorted(set(self.eval.curve_tasks) - set(self.eval.tasks))
         require(not unknown_curve, f"eval.curve_tasks: {unknown_curve} not among eval.tasks")
+        self._check_names()
         self._check_train_overrides()
+
+    def _check_names(self) -> None:
+        """Every task and prompt pool the suite names is registered (so ``--plan`` catches a typo, not the first
+        evaluation stage after training)."""
+        import difflib
+
+        from bench.evaluate import BUILTIN_PREFIX
+        from tasks import TASKS
+        from tasks.prompts import POOLS
+
+        def check(where: str, names, known) -> None:
+            for name in names:
+                if name.startswith(BUILTIN_PREFIX) and known is TASKS:  # lm-eval's own tasks (online)
+                    continue
+                if name not in known:
+                    close = difflib.get_close_matches(name, list(known), n=1)
+                    hint = f" (did you mean {close[0]!r}?)" if close else ""
+                    raise ConfigError(f"{where}: unknown {'pool' if known is POOLS else 'task'} {name!r}{hint}")
+
+        check("eval.tasks", self.eval.tasks, TASKS)
+        check("eval.pipeline_checks", self.eval.pipeline_checks, TASKS)
+        check("prompts.pools", self.prompts.pools, POOLS)
+        if self.teacher_train.enabled:
+            check("teacher_train.tasks", self.teacher_train.tasks, TASKS)
 
     def _check_train_overrides(self) -> None:
         """Parse every ``TrainConfig`` override of the suite now, so that a typo (``optim.lrr=1e-3``) fails when the
@@ -261,8 +286,8 @@ class SuiteConfig:
         for where, overrides in checks:
             try:
                 load_config(TrainConfig, None, [*base, *overrides])
-            except ConfigError as err:
-                raise ConfigError(f"{where}: {err}") from None
+            except ConfigError as err:  # these are the suite's own values, not command-line overrides of train
+                raise ConfigError(f"{where}: {str(err).replace('command line override ', 'override ')}") from None
 
     @property
     def hash(self) -> str:

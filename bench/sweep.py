@@ -96,7 +96,14 @@ def run_sweep(cfg: SuiteConfig, lrs: list[float], progress: bool = True) -> dict
         if init is None and (recs / "student-init.json").is_file():
             init = _avg(json.loads((recs / "student-init.json").read_text()))
         for method in variant.methods:
-            rec = json.loads(Path(run.output(f"eval:{method}:s{seed}")["record"]).read_text())
+            stage = run.by_name(f"eval:{method}:s{seed}")
+            own = stage.dir(run.run_dir) / "record.json"
+            if not own.is_file():  # written before stages kept their own record: records/ may hold another rate's
+                raise ConfigError(
+                    f"sweep: {stage.dir(run.run_dir)} has no record.json (an older version wrote it); delete that "
+                    "directory and rerun the sweep"
+                )
+            rec = json.loads(own.read_text())
             rows.append(
                 {
                     "method": method,
@@ -143,7 +150,7 @@ def sweep_stem(cfg: SuiteConfig) -> str:
 
 
 def render_sweep(result: dict[str, Any]) -> str:
-    from bench.leaderboard import _md_table, fmt_num
+    from bench.render import _md_table, fmt_num
 
     grid, methods = result["grid"], list(result["chosen"]) or sorted({r["method"] for r in result["rows"]})
     by = {(r["method"], r["lr"]): r for r in result["rows"]}

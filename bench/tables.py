@@ -1,15 +1,19 @@
 """Every table of a run directory, written at once: the leaderboard, the cost table, the paired comparisons and
-the separation table. (It sits above ``bench/leaderboard.py`` and ``bench/separation.py``, so neither imports the
+the separation table; and a suite's ``<output_root>/benchmarks/<suite>-throughput.{md,json}``. (It sits above ``bench/leaderboard.py`` and ``bench/separation.py``, so neither imports the
 other's writer: no import cycle.)"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bench.leaderboard import build_cost_table, build_leaderboard, load_records, render, render_cost
+from bench.leaderboard import build_cost_table, build_leaderboard, load_records
+from bench.render import render, render_cost
 from bench.separation import build_paired, render_md, render_paired
-from distill.atomic import atomic_write_text
+from distill.atomic import atomic_write_json, atomic_write_text
+
+if TYPE_CHECKING:
+    from bench.suite import SuiteConfig
 
 TABLE_FILES = {
     "md": "leaderboard.md",
@@ -46,3 +50,29 @@ def write_all(run_dir: Path, records: list[dict[str, Any]] | None = None) -> lis
         atomic_write_text(run_dir / "separation.md", render_md(lb))
         written.append(run_dir / "separation.md")
     return written
+
+
+def write_throughput(cfg: SuiteConfig, records: list[dict[str, Any]], threads: dict[str, Any]) -> list[Path]:
+    """Tokens/s per method of this run, under ``<output_root>/benchmarks/<suite>-throughput.{md,json}``."""
+    from bench.run_eval import run_provenance
+
+    if not any(r["model"]["role"] == "method" for r in records):
+        return []
+    root = Path(cfg.output_root) / "benchmarks"
+    table = render_cost(build_cost_table(records), "md")
+    note = f"Run `{cfg.resolved_run_id}`; threads: {threads['note']}.\n"
+    per_method: dict[str, list[float]] = {}
+    for r in records:
+        if r["model"]["role"] == "method" and r.get("train"):
+            per_method.setdefault(r["model"]["method"], []).append(r["train"]["tokens_per_s"])
+    data = {
+        "suite": cfg.name,
+        "run_id": cfg.resolved_run_id,
+        "threads": threads,
+        "tokens_per_s": per_method,
+        "provenance": run_provenance(cfg) | {"suite_config": None},
+    }
+    md_path, json_path = root / f"{cfg.name}-throughput.md", root / f"{cfg.name}-throughput.json"
+    atomic_write_text(md_path, table + "\n" + note)
+    atomic_write_json(json_path, data)
+    return [md_path, json_path]

@@ -16,16 +16,21 @@ directory whose name parses. Data order and every random decision of the sampler
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from distill.atomic import atomic_dir
+from distill.config import config_to_dict
+
+if TYPE_CHECKING:
+    from distill.train_config import TrainConfig
 
 _STEP_RE = re.compile(r"^step-(\d{8})$")
 
@@ -97,3 +102,86 @@ def load_rank_state(ckpt: Path, rank: int) -> dict[str, Any]:
 
 def load_trainer_state(ckpt: Path) -> dict[str, Any]:
     return json.loads((ckpt / "trainer_state.json").read_text())
+
+
+# --------------------------------------------------------------------------------------------- the trainer's state
+# (the trainer's whole resumable state: student, optimizer, scheduler, sampler and curriculum per rank, RNG)
+
+
+def save_training_state(
+    cfg, out_dir, step, acc, student, optimizer, scheduler, sampler, losses, state, gather_object
+) -> None:
+    mine = {
+        "sampler": {
+            "sampler": sampler.state_dict(),
+            "curriculum": losses.curriculum.state_dict() if losses.curriculum else None,
+        },
+        "rng": rng_state(),
+    }
+    all_states = gather_object([mine])
+    if acc.is_main_process:
+        save_checkpoint(
+            out_dir,
+            step,
+            student=acc.unwrap_model(student),
+            optimizer=optimizer,
+            scheduler=scheduler,
+            trainer_state={**state, "config_sha": config_sha(cfg)},
+            rank_states=all_states,
+            keep=cfg.keep_checkpoints,
+        )
+    acc.wait_for_everyone()
+
+
+def restore_training_state(
+    path: Path, acc, student, optimizer, scheduler, sampler, losses, rank
+) -> tuple[int, dict[str, Any]]:
+    from safetensors.torch import load_file
+
+    model = acc.unwrap_model(student)
+    files = sorted((path / "student").glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"checkpoint {path} has no student weights")
+    weights: dict[str, torch.Tensor] = {}
+    for f in files:
+        weights.update(load_file(f))
+    if hasattr(model, "peft_config"):
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, weights)
+    else:
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+        tied = {k for k in missing if "lm_head" in k}
+        if set(missing) - tied or unexpected:
+            raise ValueError(
+                f"checkpoint {path} does not match the student: missing {missing}, unexpected {unexpected}"
+            )
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
+    rank_state = load_rank_state(path, rank)
+    sampler.load_state_dict(rank_state["sampler"]["sampler"])
+    if losses.curriculum is not None and rank_state["sampler"]["curriculum"] is not None:
+        losses.curriculum.load_state_dict(rank_state["sampler"]["curriculum"])
+    set_rng_state(rank_state["rng"])
+    state = load_trainer_state(path)
+    return int(state.pop("step")), state
+
+
+def config_sha(cfg: TrainConfig) -> str:
+    """Hash of everything that shapes the trajectory (not ``resume``, logging or checkpoint cadence)."""
+    d = config_to_dict(cfg)
+    for key in ("resume", "tensorboard", "save_every", "keep_checkpoints", "checkpoint_at_end", "output_dir"):
+        d.pop(key, None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def save_snapshot(dest: Path, model, tok, state: dict[str, Any]) -> None:
+    """Weights only (a LoRA student merged into a copy), with the token count it was taken at."""
+    if hasattr(model, "merge_and_unload"):
+        import copy
+
+        model = copy.deepcopy(model).merge_and_unload()
+    with atomic_dir(dest) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        (tmp / "snapshot.json").write_text(json.dumps({"tokens": state["tokens"], "steps": state["steps"]}))

@@ -277,3 +277,31 @@ def require(cond: bool, message: str) -> None:
 def field_help(cls: type) -> dict[str, str]:
     """Field name -> help text, for ``--help`` listings."""
     return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
+
+
+def config_reference(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """Every key of config ``cls`` (nested sections as dotted keys): ``(key, type, default, help)``, read off the
+    dataclasses themselves (``--help-config``)."""
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    rows = []
+    for f in dataclasses.fields(cls):
+        key, hint = prefix + f.name, hints[f.name]
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(hint):
+            rows += config_reference(hint, key + ".")
+            continue
+        text = getattr(hint, "__name__", None) if isinstance(hint, type) else None
+        text = text or str(hint).replace("typing.", "")
+        value = "(required)" if default is dataclasses.MISSING else repr(default)
+        rows.append((key, text, value, f.metadata.get("help", "")))
+    return rows
+
+
+def print_config_reference(cls: type) -> None:
+    """``--help-config``: the table of :func:`config_reference`."""
+    from tabulate import tabulate
+
+    print(tabulate(config_reference(cls), headers=["key", "type", "default", "help"]))
+    print("\nSet any key in the YAML (nested sections as mappings) or as key=value on the command line.")

@@ -12,11 +12,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
 from distill.generation import Prompt, render_prompt
+from distill.seeds import derive_seed
+
+if TYPE_CHECKING:
+    from distill.train_config import DataConfig
 
 IGNORE_INDEX = -100
 Source = Literal["data", "teacher", "student"]
@@ -43,24 +47,37 @@ class Row:
         return self.source == "student"
 
 
-def read_examples(path: str | Path) -> list[Example]:
-    """Read a JSONL file of ``{"prompt": ..., "response": ...}`` rows (``response`` optional)."""
+def read_examples(path: str | Path, what: str = "training") -> list[Example]:
+    """Read a JSONL file of ``{"prompt": ..., "response": ...}`` rows (``response`` optional). ``prompt`` is a string
+    or a list of chat messages, ``response`` a string; anything else is refused in one line naming the file and line.
+    ``what`` names the file's role in errors (training, validation)."""
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"training data file not found: {p}")
+        raise FileNotFoundError(f"{what} data file not found: {p}")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{p}: not UTF-8 text (byte {err.start}); a JSONL data file must be UTF-8") from None
     rows = []
-    for n, line in enumerate(p.read_text().splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as err:
             raise ValueError(f"{p}:{n}: invalid JSON ({err.msg})") from None
+        if not isinstance(obj, dict):
+            raise ValueError(f"{p}:{n}: a row must be a JSON object with a 'prompt', got {type(obj).__name__}")
         if "prompt" not in obj:
             raise ValueError(f"{p}:{n}: row has no 'prompt' field")
-        rows.append(Example(prompt=obj["prompt"], response=obj.get("response")))
+        prompt, response = obj["prompt"], obj.get("response")
+        if not (isinstance(prompt, str) or (isinstance(prompt, list) and all(isinstance(m, dict) for m in prompt))):
+            raise ValueError(f"{p}:{n}: 'prompt' must be a string or a list of chat messages, got {prompt!r:.40}")
+        if response is not None and not isinstance(response, str):
+            raise ValueError(f"{p}:{n}: 'response' must be a string, got {response!r:.40}")
+        rows.append(Example(prompt=prompt, response=response))
     if not rows:
-        raise ValueError(f"training data file is empty: {p}")
+        raise ValueError(f"{what} data file is empty: {p}")
     return rows
 
 
@@ -121,3 +138,31 @@ def count_target_tokens(rows: list[Row], max_len: int | None = None) -> int:
             n = min(n, max_len)
         total += max(0, n - len(r.prompt_ids))
     return total
+
+
+def split_examples(cfg: DataConfig, seed: int) -> tuple[list[Example], list[Example]]:
+    """The training examples and the validation ones: ``cfg.val_file``, or a seeded ``val_fraction`` of the data."""
+    train = read_examples(cfg.train_file)
+    if cfg.limit:
+        train = train[: cfg.limit]
+    if cfg.val_file:
+        return train, read_examples(cfg.val_file, "validation")
+    n_val = int(len(train) * cfg.val_fraction)
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(derive_seed(seed, "val"))).tolist()
+    val = {*order[:n_val]}
+    return [e for i, e in enumerate(train) if i not in val], [e for i, e in enumerate(train) if i in val]
+
+
+def validation_rows(tok, val_ex: list[Example], cfg: DataConfig, required_by: str | None = None) -> list[Row]:
+    """The validation examples that have a response, encoded. ``required_by``: a method whose schedule reads the
+    validation loss (DistiLLM's), refused in one line when there are none."""
+    rows = [
+        encode_example(tok, e, cfg.max_prompt_len, cfg.max_len, cfg.chat) for e in val_ex if e.response is not None
+    ]
+    if required_by is not None and not rows:
+        source = f"data.val_file={cfg.val_file}" if cfg.val_file else f"data.val_fraction={cfg.val_fraction}"
+        raise ValueError(
+            f"method {required_by!r} adapts to the validation loss, but {source} gives no validation row with a "
+            "response; set data.val_file, or raise data.val_fraction"
+        )
+    return rows

@@ -15,13 +15,21 @@ has one and ``chat`` is on.
 from __future__ import annotations
 
 import hashlib
+import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import torch
 
-from distill.config import require
+from distill.atomic import atomic_dir, atomic_write_json, atomic_write_jsonl
+from distill.config import config_to_dict, require
+from distill.seeds import derive_seed
+
+if TYPE_CHECKING:
+    from distill.train_config import TrainConfig
 
 Prompt = str | list[dict[str, str]]
 
@@ -75,8 +83,7 @@ def render_prompt(tokenizer, prompt: Prompt, chat: bool = True) -> tuple[str, bo
 
 def stream_seed(seed: int, prompt_text: str, sample_index: int) -> int:
     """A 63-bit seed for one (prompt, sample) stream, independent of batching and order."""
-    digest = hashlib.sha256(f"{seed}\x00{sample_index}\x00{prompt_text}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+    return derive_seed(seed, sample_index, prompt_text)
 
 
 def _filter_logits(scores: torch.Tensor, sampling: SamplingParams) -> torch.Tensor:
@@ -317,3 +324,70 @@ def make_generator(backend: str, model, tokenizer, *, model_dir: str | None = No
             raise ValueError("backend=vllm needs a model directory")
         return VLLMGenerator(model_dir, tokenizer, **kwargs)
     raise ValueError(f"unknown generation backend {backend!r}; allowed: hf, vllm")
+
+
+# --------------------------------------------------------------------------------------------- in training
+# (the trainer's teacher responses, cached on disk per epoch, and its vLLM engine for student generation)
+
+
+def teacher_generation_key(cfg: TrainConfig, tok, prompts: list[list[int]], sp: SamplingParams, epoch: int) -> str:
+    """The cache key of the teacher's responses to ``prompts`` in ``epoch``: teacher, tokenizer, prompts, sampling."""
+    h = hashlib.sha256()
+    h.update(json.dumps(config_to_dict(cfg.teacher), sort_keys=True).encode())
+    h.update(json.dumps(sorted(tok.get_vocab().items())).encode())
+    h.update(json.dumps(prompts).encode())
+    h.update(json.dumps({**vars(sp), "seed": derive_seed(sp.seed, "teacher", epoch)}, sort_keys=True).encode())
+    return h.hexdigest()[:24]
+
+
+class TeacherResponses:
+    """Teacher responses per epoch, computed once and cached on disk (shared by methods and runs).
+
+    Their seed comes from ``teacher_sampling.seed`` and the epoch, not from the training seed: the teacher does not
+    change, so every method and training seed of a benchmark trains on the same teacher samples.
+    """
+
+    def __init__(self, cfg: TrainConfig, teacher, tok, prompts: list[list[int]], sp: SamplingParams, timer: dict):
+        from distill.models import default_cache_dir
+
+        self.cfg, self.teacher, self.tok, self.prompts, self.sp, self.timer = cfg, teacher, tok, prompts, sp, timer
+        self.root = Path(cfg.cache_dir or default_cache_dir()) / "generations"
+        #: generation key -> seconds, charged once per run (kept in checkpoints: a resumed run neither loses the cost
+        #: of an epoch its sampler already holds nor counts a replayed one twice)
+        self.charged: dict[str, float] = {}
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.charged.values())
+
+    def __call__(self, epoch: int) -> list[list[int]]:
+        """The teacher's responses for ``epoch``. Their generation time is charged (:attr:`charged`) whether they were generated now or read from the cache (which stores the seconds they took), so every
+        method and seed reports the teacher sampling it depends on, not only the run that filled the cache."""
+        key = teacher_generation_key(self.cfg, self.tok, self.prompts, self.sp, epoch)
+        path = self.root / f"{key}.jsonl"
+        meta = path.with_suffix(".meta.json")
+        if path.is_file():
+            self.charged.setdefault(key, json.loads(meta.read_text())["seconds"] if meta.is_file() else 0.0)
+            return [json.loads(line)["ids"] for line in path.read_text().splitlines()]
+        t0 = time.perf_counter()
+        gen = HFGenerator(self.teacher, self.tok, batch_size=self.cfg.gen_batch_size, progress="teacher responses")
+        sp = SamplingParams(**{**vars(self.sp), "seed": derive_seed(self.sp.seed, "teacher", epoch)})
+        out = [c[0].token_ids for c in gen.generate_ids(self.prompts, sp)]
+        seconds = time.perf_counter() - t0
+        atomic_write_json(meta, {"seconds": seconds, "prompts": len(out)})
+        atomic_write_jsonl(path, ({"ids": ids} for ids in out))
+        self.charged.setdefault(key, seconds)
+        self.timer["teacher_generation_live"] = self.timer.get("teacher_generation_live", 0.0) + seconds
+        return out
+
+
+def vllm_student(holder: list, model, tok, out_dir: Path):
+    """One vLLM engine per run over a snapshot of the initial student; weights are synced before each round."""
+    if not holder:
+        snap = out_dir / "vllm-student-init"
+        if not (snap / "config.json").is_file():
+            with atomic_dir(snap) as tmp:
+                model.save_pretrained(tmp)
+                tok.save_pretrained(tmp)
+        holder.append(VLLMGenerator(str(snap), tok, gpu_memory_utilization=0.3, enforce_eager=True))
+    return holder[0]

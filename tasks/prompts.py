@@ -161,3 +161,40 @@ def load_pool(
         raise TaskDataError(f"prompt pool {name!r} is empty after decontamination")
     seeded_rng("pool", name, seed).shuffle(rows)
     return rows[:limit] if limit else rows
+
+
+def prompt_slices(
+    pools: Sequence[str],
+    n_train: int,
+    n_val: int,
+    n_heldout: int,
+    n_labelled: int,
+    seed: int,
+    data_files: dict[str, str],
+    need_responses: bool = False,
+) -> dict[str, list[dict[str, Any]]]:
+    """A suite's distillation prompts in four slices: ``train``, ``val`` (the only prompts DistiLLM's schedule reads)
+    and ``heldout`` (fidelity evaluation only) are disjoint; ``labelled`` is the first ``n_labelled`` of ``train``
+    (its ground truth trains the init and SFT). Drawn evenly from ``pools``, then shuffled with ``seed``. Rows are
+    ``{prompt, pool, response}``; ``need_responses``: every row must have a response."""
+    import random
+
+    per_pool = -(-(n_train + n_val + n_heldout) // len(pools))
+    rows = []
+    for name in pools:
+        rows.extend(load_pool(name, limit=per_pool, seed=seed, data_file=data_files.get(name)))
+    random.Random(seed).shuffle(rows)
+    need = n_train + n_val + n_heldout
+    if len(rows) < need:
+        raise ValueError(f"prompt pools {list(pools)} hold {len(rows)} prompts; the suite needs {need}")
+    keep = ("prompt", "pool", "response")
+    rows = [{k: r.get(k) for k in keep} for r in rows[:need]]
+    train, val, held = rows[:n_train], rows[n_train : n_train + n_val], rows[n_train + n_val :]
+    if need_responses and any(r["response"] is None for r in rows):
+        raise ValueError(f"prompts.responses_from=pool, but pools {list(pools)} have prompts without responses")
+    labelled = train[:n_labelled]
+    if any(r["response"] is None for r in labelled):
+        raise ValueError(
+            f"prompts.n_labelled={n_labelled}, but pools {list(pools)} have prompts without a ground-truth response"
+        )
+    return {"train": train, "val": val, "heldout": held, "labelled": labelled}

@@ -295,12 +295,3 @@ class WorldCode(WorldTask, CodeTask):
             value = float(status == "passed")
             out.append(Score(value, {"pass@1": value}, detail=status))
         return out
-
-
-@register_task("world-code-sampled")
-class WorldCodeSampled(WorldCode):
-    version = 1
-    description = "world: world-code sampled at T=1, 5 samples per prompt; unbiased pass@1 and pass@5"
-    metrics = ("pass@1", "pass@5")
-    primary_metric = "pass@5"
-    generation = GenerationSpec(max_new_tokens=40, temperature=1.0, n=5, stop=("\n",))

@@ -65,12 +65,14 @@ def test_suite_config_errors_are_one_line(tmp_path):
 
 def test_suite_eval_settings_reach_every_task(tmp_path):
     """eval.max_new_tokens caps every task's generation (it once did not, and evals ran 10x longer)."""
-    from tasks.eval import resolve_tasks, task_spec
+    from bench.evaluate import resolve_tasks, task_spec
 
     run = SuiteRun(
         load_suite("smollm2", ["eval.max_new_tokens=17", "eval.tasks={arith: 3, humaneval: 3, math500: 1}"])
     )
-    cfg = run.eval_config(tmp_path, "some-model")
+    from bench.run_eval import eval_config
+
+    cfg = eval_config(run, tmp_path, "some-model")
     assert cfg.tasks == ["arith", "humaneval", "math500"] and cfg.limits == {"arith": 3, "humaneval": 3, "math500": 1}
     assert cfg.max_length == run.cfg.eval.max_length and cfg.output_dir == str(tmp_path)
     tasks, _ = resolve_tasks(cfg)
@@ -79,7 +81,7 @@ def test_suite_eval_settings_reach_every_task(tmp_path):
 
 def test_suite_training_keeps_each_methods_own_student_sampling(tmp_path):
     """The suite caps student generation length without replacing the method's sampling (it once made it greedy)."""
-    from distill.train import _student_sampling
+    from distill.sampling import student_sampling as _student_sampling
 
     run = SuiteRun(load_suite("smollm2"))
     run.output = lambda stage: {"train": "train.jsonl", "val": "val.jsonl", "labelled": "l.jsonl"}  # none has run

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
+from bench.lmeval import generation_kwargs, render, uses_chat
 from tasks import get_task
-from tasks.lmeval import generation_kwargs, render, uses_chat
 
 
 def _record(tmp_path, run_name):
@@ -46,7 +46,7 @@ def test_eval_one_task_per_category(tmp_path, capsys):
 
 def test_distillm_protocol_on_an_online_set_from_a_local_file(tmp_path):
     """DistiLLM v1 protocol (T=1, no_repeat_ngram_size=6, several seeds) on Dolly read from a hub-schema fixture."""
-    from tasks.eval import EvalConfig, run_eval
+    from bench.evaluate import EvalConfig, run_eval
 
     fixture = Path(__file__).parent / "fixtures" / "dolly.jsonl"
     cfg = EvalConfig(
@@ -72,8 +72,8 @@ def test_distillm_protocol_on_an_online_set_from_a_local_file(tmp_path):
 
 
 def test_resolve_tasks_builtin_names_and_data_file_errors(tmp_path):
+    from bench.evaluate import EvalConfig, resolve_tasks
     from distill.config import ConfigError
-    from tasks.eval import EvalConfig, resolve_tasks
 
     registry, builtin = resolve_tasks(EvalConfig(model="m", tasks=["arith", "lm_eval:gsm8k"]))
     assert [t.name for t in registry] == ["arith"] and builtin == ["gsm8k"]
@@ -157,9 +157,9 @@ def test_score_humaneval_all_164_canonical(tmp_path, problems, capsys):
 
 
 def test_eval_on_the_val_split_scores_val_examples_and_refuses_where_there_is_none(tmp_path):
+    from bench.evaluate import EvalConfig, run_eval
     from distill.config import ConfigError
     from tasks.base import TaskDataError
-    from tasks.eval import EvalConfig, run_eval
 
     cfg = EvalConfig(model="tiny-llama", tasks=["world-pick"], split="val", limit=2, max_new_tokens=4,
                      output_dir=str(tmp_path), run_name="v")  # fmt: skip

@@ -12,15 +12,8 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
-from bench.leaderboard import (
-    SCHEMA,
-    RecordError,
-    build_cost_table,
-    build_leaderboard,
-    load_records,
-    render,
-    render_cost,
-)
+from bench.leaderboard import SCHEMA, RecordError, build_cost_table, build_leaderboard, load_records
+from bench.render import render, render_cost
 from bench.tables import write_all
 
 INFO = {
@@ -369,3 +362,12 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
     good = write_run(tmp_path / "run_a", make_records()[:2])
     assert main(["leaderboard", str(good), str(run_b)]) == 2
     assert "disagree on suite_hash" in capsys.readouterr().err
+
+
+def test_run_ends_with_the_task_average_of_every_row():
+    from bench.cmd_run import _headline
+
+    path = Path(__file__).resolve().parent.parent / "results" / "benchmarks" / "world-run-120k" / "leaderboard.json"
+    text = _headline(path)
+    assert "| SFT " in text and "0.240 ± 0.037" in text and "| Teacher " in text and "leaderboard.md" in text
+    assert _headline(path.parent / "missing.json") == ""

@@ -12,19 +12,8 @@ import statistics
 import pytest
 
 from bench.cli import main
-from bench.leaderboard import (
-    AVERAGE,
-    GAP,
-    SCHEMA,
-    Stat,
-    build_cost_table,
-    build_leaderboard,
-    ci_half,
-    render,
-    render_cost,
-    t_crit,
-    t_table,
-)
+from bench.leaderboard import AVERAGE, GAP, SCHEMA, Stat, build_cost_table, build_leaderboard, ci_half, t_crit, t_table
+from bench.render import render, render_cost
 from bench.separation import build_paired, render_paired
 from bench.tables import write_all
 

@@ -172,3 +172,43 @@ def test_decontamination_drops_an_eval_prompt():
 
 def test_package_is_importable_twice():
     assert tasks.TASKS is TASKS
+
+
+def test_each_task_is_one_file_named_after_it_and_tasks_lists_it(capsys):
+    from bench.cli import main
+    from bench.cmd_tasks import task_file
+
+    for name in TASKS:
+        assert task_file(get_task(name)) == f"tasks/{name.replace('-', '_')}.py", name
+    assert main(["tasks", "--no-count"]) == 0
+    assert "tasks/world_code_sampled.py" in capsys.readouterr().out
+
+
+def test_methods_and_losses_commands_list_every_registry_entry(capsys):
+    from bench.cli import main
+    from distill.losses import LOSSES
+    from distill.methods import METHODS
+
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in METHODS) and "DistiLLM-2" in out and "T=0.8, top-p=0.95" in out
+    assert main(["losses"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in LOSSES) and "alpha=0.1" in out and "pairwise" in out
+
+
+@pytest.mark.parametrize("command, keys", [
+    ("train", ["optim.lr", "distillm.phi_init", "teacher.name", "method"]),
+    ("run", ["train.token_budget", "eval.split", "prompts.n_val"]),
+    ("eval", ["split", "protocol", "limit"]),
+])  # fmt: skip
+def test_help_config_lists_every_key_with_its_type_default_and_help(command, keys, capsys):
+    from bench.cli import main
+
+    assert main([command, "--help-config"]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines() if line.strip() and not line.startswith(("-", "key"))}
+    for key in keys:
+        assert key in lines, key
+    if command != "train":
+        assert "the tasks' split to score" in lines["eval.split" if command == "run" else "split"]

@@ -321,7 +321,7 @@ def test_distillm2_curriculum_is_active_from_epoch_two(train_data, teacher_dir, 
 
 
 def test_non_finite_loss_stops_with_one_line_and_keeps_checkpoint(train_data, teacher_dir, tmp_path, monkeypatch):
-    import distill.train as tr
+    import distill.loss_step as tr
 
     real, calls = tr.compute_loss, {"n": 0}
 
@@ -351,9 +351,11 @@ def test_config_errors(train_data):
 
 
 def test_student_sampling_is_per_method_and_the_length_cap_keeps_it(train_data):
-    from distill.train import _student_sampling
+    from distill.sampling import student_sampling as _student_sampling
 
-    for method, temperature, top_p in (("distillm", 1.0, 1.0), ("gkd", 1.0, 1.0), ("distillm2", 0.8, 0.95)):
+    cases = [("distillm", 1.0, 1.0), ("gkd", 1.0, 1.0), ("imitkd", 1.0, 1.0), ("distillm2", 0.8, 0.95)]
+    cases += [("distillm_v1_batched", 0.8, 0.95), ("dpkd", 0.8, 0.95)]
+    for method, temperature, top_p in cases:
         cfg = load_config(TrainConfig, None, [f"data.train_file={train_data}", f"method={method}"])
         sp = _student_sampling(cfg, 100)
         assert (sp.temperature, sp.top_p, sp.max_new_tokens) == (temperature, top_p, 100)
@@ -447,3 +449,41 @@ def test_teacher_cache_is_exact_at_full_k_and_reused(train_data, teacher_dir, tm
         train_data, teacher_dir, tmp_path / "topk", *common, "teacher_cache.enabled=true", "teacher_cache.top_k=8"
     )
     assert topk[0]["loss"] <= online[0]["loss"] + 1e-6  # top-k + tail bucket is a lower bound (distill/sparse.py)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"prompt": "a", "response": "b"}\n[1, 2]\n', r":2: a row must be a JSON object with a 'prompt', got list"),
+        ('{"prompt": 7, "response": "b"}\n', r":1: 'prompt' must be a string or a list of chat messages, got 7"),
+        ('{"prompt": "a", "response": ["b"]}\n', r":1: 'response' must be a string"),
+        (b'{"prompt": "caf\xe9"}\n', r"not UTF-8 text \(byte 15\)"),
+    ],
+)
+def test_malformed_data_rows_are_refused_naming_the_file_and_line(tmp_path, content, message):
+    from distill.data import read_examples
+
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(ValueError, match=message) as err:
+        read_examples(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_missing_validation_file_is_named_as_such(tmp_path):
+    from distill.data import split_examples
+
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"prompt": "a", "response": "b"}\n')
+    cfg = load_config(TrainConfig, None, [f"data.train_file={data}", f"data.val_file={tmp_path / 'nope.jsonl'}"])
+    with pytest.raises(FileNotFoundError, match="validation data file not found"):
+        split_examples(cfg.data, cfg.seed)
+
+
+def test_a_method_that_reads_validation_refuses_to_run_without_validation_rows(train_data, tmp_path):
+    from distill.data import Example, validation_rows
+
+    cfg = load_config(TrainConfig, None, [f"data.train_file={train_data}", "method=distillm", "data.val_fraction=0"])
+    with pytest.raises(ValueError, match="'distillm' adapts to the validation loss, but data.val_fraction=0.0 gives"):
+        validation_rows(None, [], cfg.data, required_by="distillm")
+    assert validation_rows(None, [Example(prompt="p", response=None)], cfg.data) == []  # no response: not a row

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,8 @@ from bench.run import SuiteRun
 from bench.suite import DEFAULT_SUITE, load_suite
 from distill.config import load_config
 from distill.models import load_model
-from distill.train import TrainConfig, _lr_lambda, train
+from distill.schedules import lr_lambda as _lr_lambda
+from distill.train import TrainConfig, train
 from distill.world_model import non_embedding_params, parse_world_name, world_tokenizer
 
 # A world suite small enough for a test: a 1-layer teacher, few prompts, tiny budgets, one thread (bit-reproducible).
@@ -270,6 +272,8 @@ def test_sweep_picks_each_methods_rate_on_the_val_split_and_shares_the_upstream_
     # scored on the val split only, without the fidelity metrics (which read the held-out prompts)
     rec = json.loads((run_dir / "records" / "kd-s0.json").read_text())
     assert rec["metrics"] and not any(k.startswith("fidelity/") for k in rec["metrics"])
+    # each grid point's record is kept with its stage (records/ holds only the last grid point's)
+    assert [(p / "record.json").is_file() for p in (run_dir / "stages").glob("eval-kd-s0-*")] == [True, True]
     task_rec = json.loads(next((run_dir / "stages").glob("eval-kd-s0-*/tasks/record.json")).read_text())
     for name, entry in task_rec["tasks"].items():
         assert entry["split"] == "val" and entry["data_sha256"] == get_task(name).fingerprint("val")
@@ -292,3 +296,63 @@ def test_a_typo_in_a_suites_trainer_overrides_fails_when_the_suite_loads(overrid
     with pytest.raises(ConfigError) as err:
         load_suite("world", [override])
     assert "\n" not in str(err.value) and all(n in str(err.value) for n in names), str(err.value)
+
+
+def test_a_metrics_direction_comes_from_its_task():
+    from bench.run_eval import task_metrics_of as _task_metrics
+    from tasks.base import Task
+
+    class Lengthy(Task):
+        name, category, version, source = "lengthy", "instruction", 1, "generator:test"
+        metrics = ("acc", "words")
+        primary_metric = "acc"
+        lower_is_better = ("words",)
+
+    info = Lengthy().info()
+    assert info["higher_is_better"] == {"acc": True, "words": False}
+    rec = {"tasks": {"lengthy": {**info, "scores": {"acc": 0.5, "words": 12.0, "acc_stderr": 0.1}}}}
+    metrics, cols = _task_metrics(rec, pipeline_checks=[])
+    assert metrics == {"lengthy/acc": 0.5, "lengthy/words": 12.0}
+    assert cols["lengthy/acc"]["higher_is_better"] and not cols["lengthy/words"]["higher_is_better"]
+
+
+def test_a_suites_task_and_pool_names_are_checked_when_it_loads(tmp_path):
+    from distill.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"eval.tasks: unknown task 'world-arih' \(did you mean 'world-arith'\?\)"):
+        load_suite("world", ["eval.tasks={world-arih: 5}", "eval.not_averaged=[]", "eval.curve_tasks={}"])
+    with pytest.raises(ConfigError, match="prompts.pools: unknown pool 'world-pik'"):
+        load_suite("world", ["prompts.pools=[world-pik]"])
+    with pytest.raises(ConfigError, match="teacher_train.tasks: unknown task 'world-cod'"):
+        load_suite("world", ["teacher_train.tasks=[world-cod]", "teacher_train.task_weights={}"])
+
+
+def test_plan_shows_forced_stages_and_refuses_an_unknown_force(tmp_path):
+    run = SuiteRun(_suite(tmp_path, "methods=[sft,kd]"))
+    with pytest.raises(ValueError, match="--force 'bogus' matches no stage"):
+        run.plan(force=["bogus"])
+    rows = {r["stage"]: r["status"] for r in run.plan(force=["train"])}
+    assert rows["train:sft:s0"] == rows["train:kd:s0"] == "forced" and rows["teacher"] == "todo"
+
+
+def test_a_second_run_on_one_directory_refuses_and_a_stale_lock_is_taken_over(tmp_path):
+    import subprocess
+    import sys
+
+    from bench.lock import LOCK_NAME, RunLockedError, run_lock
+
+    run = SuiteRun(_suite(tmp_path, "methods=[sft]"))
+    lock = run.run_dir / LOCK_NAME
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        lock.write_text(f"{holder.pid}\n")
+        with pytest.raises(RunLockedError, match=f"in use by another run \\(pid {holder.pid}\\)") as err:
+            run.run(progress=False)
+        assert "\n" not in str(err.value) and not (run.run_dir / "stages").exists()  # refused before any stage
+    finally:
+        holder.kill()
+        holder.wait()
+    with run_lock(run.run_dir):  # the holder is gone: its lock is stale and taken over
+        assert lock.read_text().strip() == str(os.getpid())
+    assert not lock.exists()  # released

@@ -427,7 +427,7 @@ def test_world_tasks_run_through_lm_eval(tmp_path):
     """~5-10 s here (most of it importing lm-eval/transformers and building the tiny model)."""
     import torch
 
-    from tasks.eval import EvalConfig, run_eval
+    from bench.evaluate import EvalConfig, run_eval
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # two threads on a shared 2-core machine can be many times slower than one

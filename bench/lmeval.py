@@ -135,7 +135,8 @@ def build_task_run(
         ],
         "process_results": _scorer(run),
         "metric_list": [
-            {"metric": m, "aggregation": "mean", "higher_is_better": True} for m in _metric_names(task, spec)
+            {"metric": m, "aggregation": "mean", "higher_is_better": m not in task.lower_is_better}
+            for m in _metric_names(task, spec)
         ],
         "metadata": {"version": float(task.version)},
     }

@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from bench.lmeval import build_task_run, evaluate, make_lm, quiet_lm_eval, seed_summary, uses_chat, with_overrides
 from distill.atomic import atomic_write_json, atomic_write_jsonl
 from distill.config import ConfigError, config_to_dict
 from tasks import TASKS, get_task
 from tasks.base import GenerationSpec, Task
-from tasks.lmeval import build_task_run, evaluate, make_lm, quiet_lm_eval, seed_summary, uses_chat, with_overrides
 from tasks.sources import file_sha256
 
 BUILTIN_PREFIX = "lm_eval:"
