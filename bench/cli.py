@@ -52,7 +52,7 @@ def split_config_args(config: str | None, overrides: list[str]) -> tuple[str | N
 def _user_errors() -> tuple[type[BaseException], ...]:
     from distill.train import TrainingError
 
-    return (CLIError, ValueError, FileNotFoundError, TrainingError)
+    return (CLIError, ValueError, OSError, TrainingError)  # OSError: FileNotFoundError, PermissionError, ENOSPC ...
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,16 +69,31 @@ def main(argv: list[str] | None = None) -> int:
         args.config, args.overrides = split_config_args(args.config, args.overrides)
     try:
         return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        again = {
+            "train": "; rerun the same command with resume=auto to continue from its last checkpoint",
+            "run": "; rerun the same command to continue: finished stages are kept",
+        }.get(args.command, "")
+        print(f"distillm-bench {args.command}: interrupted{again}", file=sys.stderr)
+        return 130
     except Exception as err:
         if not isinstance(err, _user_errors()):
             raise
-        # Bad input (config typo, missing file, tokenizer mismatch, empty data ...) is one line, exit 2.
-        # ConfigError, ModelSourceError and TokenizerMismatchError are ValueErrors.
+        # Bad input (config typo, missing file, tokenizer mismatch, empty data ...) and the environment (a read-only
+        # or full disk, a path that is a file) are one line, exit 2. ConfigError, ModelSourceError and
+        # TokenizerMismatchError are ValueErrors.
         if os.environ.get("DISTILLM_DEBUG"):
             raise
-        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"distillm-bench {args.command}: error: {msg}", file=sys.stderr)
+        print(f"distillm-bench {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
+
+
+def _one_line(err: BaseException) -> str:
+    """The first line of an error; an OS error as its reason and path (``Read-only file system: results/x``)."""
+    if isinstance(err, OSError) and err.errno is not None and err.strerror:  # raised by the OS, not by us
+        return f"{err.strerror}: {err.filename}" if err.filename else err.strerror
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 if __name__ == "__main__":

@@ -156,18 +156,18 @@ def render_sweep(result: dict[str, Any]) -> str:
     by = {(r["method"], r["lr"]): r for r in result["rows"]}
     from bench.run import METHOD_LABELS
 
+    choice = len(grid) > 1  # one rate is a measurement at that rate, not a choice
+
     def cell(m: str, lr: float) -> str:
         v = by.get((m, lr), {}).get("val_avg")
         text = "–" if v is None else fmt_num(v)
-        return f"**{text}**" if result["chosen"].get(m) == lr else text
+        return f"**{text}**" if choice and result["chosen"].get(m) == lr else text
 
-    header = ["Method", *[f"lr {lr:g}" for lr in grid], "chosen"]
-    body = [
-        [METHOD_LABELS.get(m, m), *[cell(m, lr) for lr in grid], f"{result['chosen'].get(m, '–'):g}"]
-        if m in result["chosen"]
-        else [METHOD_LABELS.get(m, m), *[cell(m, lr) for lr in grid], "–"]
-        for m in methods
-    ]
+    def picked(m: str) -> list[str]:
+        return [f"{result['chosen'][m]:g}" if m in result["chosen"] else "–"] if choice else []
+
+    header = ["Method", *[f"lr {lr:g}" for lr in grid], *(["chosen"] if choice else [])]
+    body = [[METHOD_LABELS.get(m, m), *[cell(m, lr) for lr in grid], *picked(m)] for m in methods]
     lines = [
         f"**Learning-rate sweep on the val split**: suite `{result['suite']}` (hash `{result['suite_hash'][:16]}`), "
         f"seed {result['seed']}, {result['token_budget']} tokens per run, batch {result.get('batch_size')}",
@@ -175,7 +175,12 @@ def render_sweep(result: dict[str, Any]) -> str:
         _md_table(header, body),
         "",
         "- Cells: validation Avg. (the mean of the primary task metrics on each task's val split; the held-out test "
-        "split is never read). Bold: the chosen rate, the best validation Avg. (ties: the smaller rate).",
+        "split is never read). "
+        + (
+            "Bold: the chosen rate, the best validation Avg. (ties: the smaller rate)."
+            if choice
+            else "One rate only: this measures it; no rate was chosen."
+        ),
     ]
     for who in ("teacher", "init"):
         if result.get(f"{who}_val_avg") is not None:
@@ -203,7 +208,7 @@ def render_sweep(result: dict[str, Any]) -> str:
             )
         lines += [_md_table(head, rows)]
     chosen = result["chosen"]
-    if chosen:
+    if chosen and choice:
         lines += [
             "",
             "Suite lines for the chosen rates:",

@@ -167,10 +167,14 @@ def restore_training_state(
     return int(state.pop("step")), state
 
 
+#: config keys that do not shape the trajectory (a resumed run may change them)
+NOT_TRAJECTORY = ("resume", "tensorboard", "save_every", "keep_checkpoints", "checkpoint_at_end", "output_dir")
+
+
 def config_sha(cfg: TrainConfig) -> str:
     """Hash of everything that shapes the trajectory (not ``resume``, logging or checkpoint cadence)."""
     d = config_to_dict(cfg)
-    for key in ("resume", "tensorboard", "save_every", "keep_checkpoints", "checkpoint_at_end", "output_dir"):
+    for key in NOT_TRAJECTORY:
         d.pop(key, None)
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -185,3 +189,37 @@ def save_snapshot(dest: Path, model, tok, state: dict[str, Any]) -> None:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         (tmp / "snapshot.json").write_text(json.dumps({"tokens": state["tokens"], "steps": state["steps"]}))
+
+
+def check_resumable(path: Path, cfg: TrainConfig) -> None:
+    """Refuse to resume from checkpoint ``path`` unless it was written with this config; the error names the keys
+    that differ (from the run's saved ``config.yaml``)."""
+    from distill.train_config import TrainingError
+
+    if not path.is_dir():
+        raise FileNotFoundError(f"resume checkpoint not found: {path}")
+    if load_trainer_state(path).get("config_sha") == config_sha(cfg):
+        return
+    diff = config_diff(Path(cfg.output_dir) / "config.yaml", cfg)
+    what = f" ({'; '.join(diff[:3])}{'; ...' if len(diff) > 3 else ''})" if diff else ""
+    raise TrainingError(
+        f"checkpoint {path} was written with a different config{what}; use resume=never or a new output_dir"
+    )
+
+
+def config_diff(saved: Path, cfg: TrainConfig) -> list[str]:
+    """``key: old -> new`` for every trajectory key where the config saved at ``saved`` and ``cfg`` differ."""
+    import yaml
+
+    def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+        return out
+
+    if not saved.is_file():
+        return []
+    old = flat(json.loads(json.dumps(yaml.safe_load(saved.read_text()) or {}, default=str)))
+    new = flat(json.loads(json.dumps(config_to_dict(cfg), default=str)))
+    keys = sorted(k for k in set(old) | set(new) if k.split(".")[0] not in NOT_TRAJECTORY)
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]

@@ -20,6 +20,7 @@ import contextlib
 import math
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -200,16 +201,12 @@ def setup(cfg: TrainConfig) -> Run:
         else (ckpt.latest_checkpoint(out_dir) if cfg.resume == "auto" else Path(cfg.resume))
     )
     if resume_from is not None:
-        if not resume_from.is_dir():
-            raise FileNotFoundError(f"resume checkpoint not found: {resume_from}")
-        saved_sha = ckpt.load_trainer_state(resume_from).get("config_sha")
-        if saved_sha != ckpt.config_sha(cfg):
-            raise TrainingError(
-                f"checkpoint {resume_from} was written with a different config; use resume=never or a new output_dir"
-            )
+        ckpt.check_resumable(resume_from, cfg)
         start, state = ckpt.restore_training_state(
             resume_from, acc, student, optimizer, scheduler, sampler, losses, rank
         )
+        if acc.is_main_process:
+            print(f"resumed from step {start} ({resume_from})", file=sys.stderr)
         teacher_resp.charged.update(state.get("teacher_charged", {}))
         budget_state["tokens"] = state["tokens"]
     return Run(
@@ -235,6 +232,8 @@ def fit(run: Run) -> dict[str, Any]:
         if v is not None:
             sampler.on_validation(v)
             state["val_loss"] = v
+    if run.start >= total and acc.is_main_process:
+        print(f"already complete: step {run.start} of {total}; writing the final model and summary", file=sys.stderr)
     bar = tqdm(
         total=_expected_steps(cfg, total, run.train_ex, run.s_tok, acc.num_processes),
         initial=run.start,

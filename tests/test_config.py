@@ -145,3 +145,28 @@ def test_shipped_configs_exist():
 def test_shipped_generate_configs_load(path):
     cfg = load_config(GenerateConfig, path)
     assert cfg.sampling.max_new_tokens > 0
+
+
+def test_the_shipped_example_configs_load_and_the_smallest_one_trains(tmp_path):
+    from bench.evaluate import EvalConfig
+    from bench.suite import load_suite
+    from distill.synthetic import write_synthetic_data
+    from distill.train import TrainConfig, train
+
+    examples = Path(__file__).resolve().parent.parent / "bench" / "configs" / "examples"
+    data = write_synthetic_data(tmp_path / "d.jsonl", 24)
+    names = sorted(p.name for p in examples.glob("*.yaml"))
+    assert names == ["eval.yaml", "suite_custom.yaml", "train_distillm.yaml", "train_distillm2.yaml",
+                     "train_gkd.yaml", "train_kd.yaml"]  # fmt: skip
+    for name in names:
+        path = examples / name
+        if name.startswith("train_"):
+            cfg = load_config(TrainConfig, path, [f"data.train_file={data}"])
+            assert cfg.method == name[len("train_") : -len(".yaml")]
+        elif name == "eval.yaml":
+            assert load_config(EvalConfig, path, []).tasks
+        else:
+            assert load_suite(str(path)).methods == ["sft", "kd"]
+    cfg = load_config(TrainConfig, examples / "train_kd.yaml",
+                      [f"data.train_file={data}", f"output_dir={tmp_path / 'o'}", "optim.max_steps=1"])  # fmt: skip
+    assert train(cfg)["steps"] == 1

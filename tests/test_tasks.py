@@ -212,3 +212,27 @@ def test_help_config_lists_every_key_with_its_type_default_and_help(command, key
         assert key in lines, key
     if command != "train":
         assert "the tasks' split to score" in lines["eval.split" if command == "run" else "split"]
+
+
+def test_environment_errors_and_interrupts_end_in_one_line(monkeypatch, capsys):
+    import errno
+
+    import bench.cmd_tasks
+    from bench.cli import main
+    from bench.run import SuiteRun
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", "/results/x/record.json")
+
+    monkeypatch.setattr(bench.cmd_tasks, "task_rows", full)
+    assert main(["tasks"]) == 2
+    err = capsys.readouterr().err
+    assert err == "distillm-bench tasks: error: No space left on device: /results/x/record.json\n"
+
+    def interrupted(self, *a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(SuiteRun, "run", interrupted)
+    assert main(["run", "world", "--until", "teacher"]) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "interrupted; rerun the same command to continue: finished stages are kept" in err

@@ -204,9 +204,10 @@ def test_sigkill_and_resume_is_bitwise_equal(method, train_data, teacher_dir, tm
         )
         assert len(state["sampler"]["buffer"]) > 0  # the replay buffer is mid-flight
     changed = _cli([*args, "resume=auto", "optim.lr=1e-3"])
-    assert changed.returncode == 2 and "different config" in changed.stderr
+    assert changed.returncode == 2 and "different config (optim.lr: " in changed.stderr  # names the key
     resumed = _cli([*args, "resume=auto"])
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from step 6" in resumed.stderr
     wa, wb = weights(tmp_path / "ref"), weights(tmp_path / "crash")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     rows = [json.loads(line) for line in (tmp_path / "crash" / "metrics.jsonl").read_text().splitlines()]
