@@ -1,6 +1,7 @@
-"""Leaderboard and cost tables: a pure function from evaluation records to Markdown, LaTeX, CSV and JSON.
+"""Leaderboard and cost tables, built from evaluation records (``bench/render.py`` writes them as Markdown, LaTeX, CSV
+and JSON).
 
-Records are the JSON files ``<run_dir>/records/*.json`` written by ``bench/run.py`` (schema
+Records are the JSON files ``<run_dir>/records/*.json`` written by ``bench/run_eval.py`` (schema
 ``distillm-bench/record/v1``, one per evaluated model and seed). Nothing here re-runs or re-scores anything:
 ``distillm-bench leaderboard RUN_DIR...`` re-renders from the records alone.
 
