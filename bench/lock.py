@@ -1,13 +1,14 @@
-"""One run at a time per run directory: a lock file holding the owner's pid.
+"""One run at a time per run directory: an advisory lock (``flock``) on ``<run_dir>/.lock``, which holds the
+owner's pid for the error message.
 
-A second ``run`` on the same directory refuses in one line naming the holder. A lock whose process is gone (a
-killed run) is stale and is taken over. The lock file is created with ``O_EXCL``, so two processes racing for a
-free directory cannot both win.
+A second ``run`` on the same directory refuses in one line naming the holder. The kernel releases the lock when
+its process ends, however it ends, so a killed run leaves no stale lock to clean up: the next run simply takes it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,47 +20,25 @@ class RunLockedError(ValueError):
     """Another live process holds the run directory."""
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by another user
-        return True
-    return True
-
-
-def _holder(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip() or 0) or None
-    except (OSError, ValueError):
-        return None
-
-
 @contextlib.contextmanager
 def run_lock(run_dir: Path) -> Iterator[Path]:
-    """Hold ``run_dir``'s lock for the block (taking over a stale one); raises :class:`RunLockedError`."""
+    """Hold ``run_dir``'s lock for the block; raises :class:`RunLockedError` while another process holds it."""
     path = Path(run_dir) / LOCK_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            pid = _holder(path)
-            if pid is not None and pid != os.getpid() and _alive(pid):
-                raise RunLockedError(
-                    f"{run_dir} is in use by another run (pid {pid}); wait for it to finish, or remove {path} "
-                    "if that process is not a distillm-bench run"
-                ) from None
-            path.unlink(missing_ok=True)  # stale (its process is gone) or ours: take it over
-            continue
-        with os.fdopen(fd, "w") as fh:
-            fh.write(f"{os.getpid()}\n")
-        break
-    else:
-        raise RunLockedError(f"{run_dir}: could not take the lock {path}")
+    fh = open(path, "a+")  # noqa: SIM115  (held open for the whole block: closing it releases the lock)
     try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            raise RunLockedError(
+                f"{run_dir} is in use by another run (pid {holder}); wait for it to finish, or run elsewhere"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
         yield path
     finally:
-        if _holder(path) == os.getpid():
-            path.unlink(missing_ok=True)
+        fh.close()  # releases the lock (the file stays: deleting it could race a waiting process)

@@ -36,7 +36,7 @@ from typing import Any
 
 from bench.contention import PeakRSS, threads_summary
 from bench.run_eval import evaluate_model
-from bench.suite import SuiteConfig, as_dict
+from bench.suite import TEACHER_TRAIN_BASE, SuiteConfig, as_dict
 from bench.tables import write_throughput
 from distill.atomic import atomic_write_json, atomic_write_jsonl
 from distill.config import load_config, save_config
@@ -306,8 +306,7 @@ class SuiteRun:
             f"optim.batch_size={tt.batch_size}",
             f"output_dir={d / 'train'}",
             "resume=auto",
-            "data.max_len=256",
-            "data.max_prompt_len=192",
+            *TEACHER_TRAIN_BASE,
             "checkpoint_at_end=false",
             *tt.overrides,
         ]

@@ -44,6 +44,10 @@ class TeacherTrainConfig:
     )
 
 
+#: the keys the teacher stage sets before ``teacher_train.overrides`` (which may change them)
+TEACHER_TRAIN_BASE = ("data.max_len=256", "data.max_prompt_len=192")
+
+
 @dataclass
 class PromptsConfig:
     """Distillation prompts: drawn from the task registry's decontaminated training pools."""
@@ -281,8 +285,9 @@ class SuiteConfig:
                                                                *t.overrides, *t.method_overrides.get(m, [])])
             for m in self.methods
         ]  # fmt: skip
-        if self.teacher_train.enabled:
-            checks.append(("teacher_train.overrides", ["method=sft", "validation=off", *self.teacher_train.overrides]))
+        if self.teacher_train.enabled:  # the teacher stage's own lengths (TEACHER_TRAIN_BASE), then its overrides
+            checks.append(("teacher_train.overrides", ["method=sft", "validation=off", *TEACHER_TRAIN_BASE,
+                                                       *self.teacher_train.overrides]))  # fmt: skip
         for where, overrides in checks:
             try:
                 load_config(TrainConfig, None, [*base, *overrides])

@@ -70,16 +70,28 @@ def _curve_avg(point: dict[str, Any], info: dict[str, Any]) -> dict[str, float |
     return {"tokens": point["tokens"], "avg": _avg({"metrics": point["metrics"], "metric_info": info})}
 
 
+def _stage_avg(run, name: str) -> float | None:
+    own = run.by_name(name).dir(run.run_dir) / "record.json"
+    return _avg(json.loads(own.read_text())) if own.is_file() else None
+
+
 def run_sweep(cfg: SuiteConfig, lrs: list[float], progress: bool = True) -> dict[str, Any]:
     """Train and score every (method, rate) of the grid; returns the sweep result (also written to disk)."""
     from bench.run import SuiteRun
 
     if not lrs:
-        raise ConfigError("sweep: give at least one learning rate (--lr 1e-3 3e-3)")
+        raise ConfigError("sweep: give at least one learning rate (--lr 1e-3,3e-3)")
     if len(set(lrs)) != len(lrs):
         raise ConfigError(f"sweep: duplicate learning rates in {lrs}")
     if not cfg.eval.tasks:
         raise ConfigError("sweep: the suite has no eval.tasks to score on the val split")
+    if any(lr <= 0 for lr in lrs):
+        raise ConfigError(f"sweep: learning rates must be > 0, got {lrs}")
+    from tasks import TASKS
+
+    no_val = sorted(t for t in cfg.eval.tasks if t not in TASKS or "val" not in TASKS[t].splits)
+    if no_val:  # checked before any training: the sweep scores the val split only
+        raise ConfigError(f"sweep: eval tasks without a val split cannot be tuned on: {', '.join(no_val)}")
     rows: list[dict[str, Any]] = []
     teacher: float | None = None
     init: float | None = None
@@ -90,11 +102,8 @@ def run_sweep(cfg: SuiteConfig, lrs: list[float], progress: bool = True) -> dict
         run_dir = run.run_dir
         run.run(progress=progress, until=run.stages[-1].name)
         seed = variant.seeds[0]
-        recs = run.run_dir / "records"
-        if teacher is None and (recs / "teacher.json").is_file():
-            teacher = _avg(json.loads((recs / "teacher.json").read_text()))
-        if init is None and (recs / "student-init.json").is_file():
-            init = _avg(json.loads((recs / "student-init.json").read_text()))
+        teacher = teacher if teacher is not None else _stage_avg(run, "eval:teacher")  # each stage's own record
+        init = init if init is not None else _stage_avg(run, "eval:init")
         for method in variant.methods:
             stage = run.by_name(f"eval:{method}:s{seed}")
             own = stage.dir(run.run_dir) / "record.json"
@@ -152,7 +161,7 @@ def sweep_stem(cfg: SuiteConfig) -> str:
 def render_sweep(result: dict[str, Any]) -> str:
     from bench.render import _md_table, fmt_num
 
-    grid, methods = result["grid"], list(result["chosen"]) or sorted({r["method"] for r in result["rows"]})
+    grid, methods = result["grid"], list(dict.fromkeys(r["method"] for r in result["rows"]))  # every method run
     by = {(r["method"], r["lr"]): r for r in result["rows"]}
     from bench.run import METHOD_LABELS
 

@@ -126,7 +126,7 @@ def save_training_state(
             student=acc.unwrap_model(student),
             optimizer=optimizer,
             scheduler=scheduler,
-            trainer_state={**state, "config_sha": config_sha(cfg)},
+            trainer_state={**state, "config_sha": config_sha(cfg), "config": _plain(config_to_dict(cfg))},
             rank_states=all_states,
             keep=cfg.keep_checkpoints,
         )
@@ -198,17 +198,23 @@ def check_resumable(path: Path, cfg: TrainConfig) -> None:
 
     if not path.is_dir():
         raise FileNotFoundError(f"resume checkpoint not found: {path}")
-    if load_trainer_state(path).get("config_sha") == config_sha(cfg):
+    saved = load_trainer_state(path)
+    if saved.get("config_sha") == config_sha(cfg):
         return
-    diff = config_diff(Path(cfg.output_dir) / "config.yaml", cfg)
+    diff = config_diff(saved.get("config") or Path(cfg.output_dir) / "config.yaml", cfg)  # older checkpoints: the yaml
     what = f" ({'; '.join(diff[:3])}{'; ...' if len(diff) > 3 else ''})" if diff else ""
     raise TrainingError(
         f"checkpoint {path} was written with a different config{what}; use resume=never or a new output_dir"
     )
 
 
-def config_diff(saved: Path, cfg: TrainConfig) -> list[str]:
-    """``key: old -> new`` for every trajectory key where the config saved at ``saved`` and ``cfg`` differ."""
+def _plain(d: Any) -> Any:
+    return json.loads(json.dumps(d, default=str))
+
+
+def config_diff(saved: dict[str, Any] | Path, cfg: TrainConfig) -> list[str]:
+    """``key: old -> new`` for every trajectory key where the saved config (the checkpoint's own, or a
+    ``config.yaml``) and ``cfg`` differ."""
     import yaml
 
     def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -217,9 +223,10 @@ def config_diff(saved: Path, cfg: TrainConfig) -> list[str]:
             out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
         return out
 
-    if not saved.is_file():
-        return []
-    old = flat(json.loads(json.dumps(yaml.safe_load(saved.read_text()) or {}, default=str)))
-    new = flat(json.loads(json.dumps(config_to_dict(cfg), default=str)))
+    if isinstance(saved, Path):
+        if not saved.is_file():
+            return []
+        saved = yaml.safe_load(saved.read_text()) or {}
+    old, new = flat(_plain(saved)), flat(_plain(config_to_dict(cfg)))
     keys = sorted(k for k in set(old) | set(new) if k.split(".")[0] not in NOT_TRAJECTORY)
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]

@@ -343,16 +343,21 @@ def test_a_second_run_on_one_directory_refuses_and_a_stale_lock_is_taken_over(tm
 
     run = SuiteRun(_suite(tmp_path, "methods=[sft]"))
     lock = run.run_dir / LOCK_NAME
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    hold = (
+        "import fcntl, os, sys, time; f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX); "
+        "f.write(str(os.getpid())); f.flush(); print('held', flush=True); time.sleep(30)"
+    )
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(lock)], stdout=subprocess.PIPE, text=True)
     try:
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        lock.write_text(f"{holder.pid}\n")
+        assert holder.stdout.readline().strip() == "held"
         with pytest.raises(RunLockedError, match=f"in use by another run \\(pid {holder.pid}\\)") as err:
             run.run(progress=False)
         assert "\n" not in str(err.value) and not (run.run_dir / "stages").exists()  # refused before any stage
     finally:
         holder.kill()
         holder.wait()
-    with run_lock(run.run_dir):  # the holder is gone: its lock is stale and taken over
+    with run_lock(run.run_dir):  # the holder was killed: the kernel released its lock, this run takes it
         assert lock.read_text().strip() == str(os.getpid())
-    assert not lock.exists()  # released
+        with pytest.raises(RunLockedError), run_lock(run.run_dir):  # and holds it: a second holder is refused
+            pass
