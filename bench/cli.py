@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "bench.cmd_train",  # train: one student, one method (distill/train.py)
     "bench.cmd_run",  # run: a benchmark suite end to end (bench/run.py)
     "bench.cmd_sweep",  # sweep: per-method learning rates chosen on the val split (bench/sweep.py)
+    "bench.cmd_gc",  # gc: remove stored stages no run directory refers to (bench/store.py)
     "bench.cmd_tasks",  # tasks: list the evaluation task registry
     "bench.cmd_registry",  # methods, losses: list the method and loss registries
     "bench.cmd_eval",  # eval: score a model on registry tasks through lm-eval
@@ -50,9 +51,12 @@ def split_config_args(config: str | None, overrides: list[str]) -> tuple[str | N
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from safetensors import SafetensorError
+
     from distill.train import TrainingError
 
-    return (CLIError, ValueError, OSError, TrainingError)  # OSError: FileNotFoundError, PermissionError, ENOSPC ...
+    # OSError: FileNotFoundError, PermissionError, ENOSPC ...; SafetensorError: safetensors' own write failures
+    return (CLIError, ValueError, OSError, TrainingError, SafetensorError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         args.config, args.overrides = split_config_args(args.config, args.overrides)
     try:
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
+        if str(err):  # the trainer says where it stopped and where a rerun resumes
+            print(f"distillm-bench {args.command}: {err}", file=sys.stderr)
+            return 130
         again = {
             "train": "; rerun the same command with resume=auto to continue from its last checkpoint",
             "run": "; rerun the same command to continue: finished stages are kept",
@@ -91,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
 def _one_line(err: BaseException) -> str:
     """The first line of an error; an OS error as its reason and path (``Read-only file system: results/x``)."""
     if isinstance(err, OSError) and err.errno is not None and err.strerror:  # raised by the OS, not by us
-        return f"{err.strerror}: {err.filename}" if err.filename else err.strerror
+        path = err.filename2 or err.filename  # a failed rename: the destination, not the temp file
+        return f"{err.strerror}: {path}" if path else err.strerror
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
 

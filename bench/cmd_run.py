@@ -28,7 +28,7 @@ def _main(args: argparse.Namespace) -> int:
         n_cached = sum(r["status"] == "cached" for r in rows)
         print(f"{len(rows)} stages, {n_cached} cached; estimated time for the rest: {todo / 60:.1f} min")
         return 0
-    summary = run.run(force=args.force, until=args.until)
+    summary = run.run(force=args.force, until=args.until, wait=args.wait)
     if args.until:
         print(f"stopped after stage {args.until} (ran: {', '.join(summary['ran']) or 'nothing'}) in {run.run_dir}")
         return 0
@@ -72,5 +72,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plan", action="store_true", help="print the stages, cache hits and estimated time; run nothing")
     p.add_argument("--force", action="append", default=[], metavar="STAGE", help="redo a stage (or all 'train'...)")
     p.add_argument("--until", metavar="STAGE", help="stop after this stage (e.g. teacher); no tables are written")
+    p.add_argument("--wait", action="store_true", help="wait for another run on the same directory to finish")
     p.add_argument("--help-config", action="store_true", help="list every config key (type, default, help) and exit")
     p.set_defaults(func=_main)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bench.lmeval import build_task_run, evaluate, make_lm, quiet_lm_eval, seed_summary, uses_chat, with_overrides
-from distill.atomic import atomic_write_json, atomic_write_jsonl
+from distill.atomic import atomic_dir, atomic_write_json, atomic_write_jsonl
 from distill.config import ConfigError, config_to_dict
 from tasks import TASKS, get_task
 from tasks.base import GenerationSpec, Task
@@ -52,7 +52,10 @@ class EvalConfig:
     )
     split: str = field(
         default="test",
-        metadata={"help": "the tasks' split to score: test (reported results), or val (tuning; never tune on test)"},
+        metadata={
+            "choices": ["test", "val"],
+            "help": "the tasks' split to score: test (reported results), or val (tuning; never tune on test)",
+        },
     )
     protocol: Literal["task", "distillm", "greedy"] = field(default="task", metadata={"help": "decoding protocol"})
     seeds: list[int] | None = field(default=None, metadata={"help": "sampling seeds (default: [0]; distillm: 10..50)"})
@@ -143,7 +146,15 @@ def run_eval(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
     seeds = cfg.seeds or (DISTILLM_SEEDS if cfg.protocol == "distillm" else [0])
     run_name = cfg.run_name or f"{Path(cfg.model).name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     run_dir = Path(cfg.output_dir) / run_name
-    work_dir = run_dir / "lm_eval_data"
+    with atomic_dir(run_dir) as tmp:  # nothing half-written: the run dir appears whole, or not at all
+        record = _evaluate_into(tmp, cfg, tasks, builtin, examples, specs, seeds, run_name, start)
+    record["run_dir"] = str(run_dir)
+    return record
+
+
+def _evaluate_into(dest: Path, cfg, tasks, builtin, examples, specs, seeds, run_name: str, start: float) -> dict:
+    """The evaluation proper, written under ``dest`` (a temporary directory renamed to the run dir at the end)."""
+    work_dir = dest / "lm_eval_data"
     lm, tokenizer = make_lm(
         cfg.backend,
         cfg.model,
@@ -176,7 +187,7 @@ def run_eval(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
             samples[BUILTIN_PREFIX + name] = [{"seed": seed, **_jsonable(s)} for s in out["samples"].get(name, [])]
         lm_eval_meta = out["lm_eval"]
     for name, rows in samples.items():
-        atomic_write_jsonl(run_dir / "samples" / f"{name.replace(':', '_')}.jsonl", rows)
+        atomic_write_jsonl(dest / "samples" / f"{name.replace(':', '_')}.jsonl", rows)
     record = {
         "schema_version": 1,
         "kind": "eval",
@@ -211,8 +222,7 @@ def run_eval(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
         "lm_eval": lm_eval_meta,
         "wall_time_s": round(time.time() - start, 3),
     }
-    atomic_write_json(run_dir / "record.json", record)
-    record["run_dir"] = str(run_dir)
+    atomic_write_json(dest / "record.json", record)
     return record
 
 

@@ -192,7 +192,8 @@ def _column_rank(col: Column) -> tuple[int, int]:
     return (len(TASK_CATEGORY_ORDER), 0)
 
 
-def _columns(records: list[dict[str, Any]]) -> list[Column]:
+def metric_columns(records: list[dict[str, Any]]) -> list[Column]:
+    """The columns of ``records``' metrics (with their direction and category), in table order, plus Avg."""
     seen: dict[str, Column] = {}
     for rec in records:
         infos = rec.get("metric_info") or {}
@@ -246,7 +247,7 @@ def _cell(recs: list[dict[str, Any]], value) -> Stat:
 
 def build_leaderboard(records: list[dict[str, Any]]) -> Leaderboard:
     check_records(records)
-    columns = _columns(records)
+    columns = metric_columns(records)
     averaged = [c.key for c in columns if in_average(c)]
 
     def average(rec: dict[str, Any]) -> float | None:

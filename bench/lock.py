@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,8 +22,9 @@ class RunLockedError(ValueError):
 
 
 @contextlib.contextmanager
-def run_lock(run_dir: Path) -> Iterator[Path]:
-    """Hold ``run_dir``'s lock for the block; raises :class:`RunLockedError` while another process holds it."""
+def run_lock(run_dir: Path, wait: bool = False) -> Iterator[Path]:
+    """Hold ``run_dir``'s lock for the block; raises :class:`RunLockedError` while another process holds it (or,
+    with ``wait``, says so on stderr and waits for it)."""
     path = Path(run_dir) / LOCK_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
     fh = open(path, "a+")  # noqa: SIM115  (held open for the whole block: closing it releases the lock)
@@ -32,9 +34,14 @@ def run_lock(run_dir: Path) -> Iterator[Path]:
         except BlockingIOError:
             fh.seek(0)
             holder = fh.read().strip() or "unknown"
-            raise RunLockedError(
-                f"{run_dir} is in use by another run (pid {holder}); wait for it to finish, or run elsewhere"
-            ) from None
+            if wait:
+                print(f"{run_dir} is in use by another run (pid {holder}); waiting for it", file=sys.stderr)
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            else:
+                raise RunLockedError(
+                    f"{run_dir} is in use by another run (pid {holder}); wait for it to finish (--wait), or run "
+                    "elsewhere"
+                ) from None
         fh.seek(0)
         fh.truncate()
         fh.write(f"{os.getpid()}\n")

@@ -16,9 +16,10 @@ Stages, in order (``bench/suite.py`` configures them):
    a record under ``<run>/records/``;
 7. the leaderboard tables and plots, re-rendered from the records.
 
-Every stage's key is a hash of its resolved config and of its inputs' keys. Its outputs live in
-``<run>/stages/<stage>-<key>/`` and a ``done.json`` written last marks it finished: a rerun skips finished stages,
-and a killed run picks up where it stopped (training stages also resume from their own checkpoints).
+Every stage's key is a hash of its resolved config and of its inputs' keys. Its outputs live in the shared store,
+``<output_root>/stages/<stage>-<key>/`` (``bench/store.py``), which ``<run>/stages/`` links to, and a ``done.json``
+written last marks it finished: any run with the same stage skips it, and a killed run picks up where it stopped
+(training stages also resume from their own checkpoints).
 """
 
 from __future__ import annotations
@@ -34,16 +35,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import store
 from bench.contention import PeakRSS, threads_summary
-from bench.run_eval import evaluate_model
-from bench.suite import TEACHER_TRAIN_BASE, SuiteConfig, as_dict
+from bench.run_eval import attach_record, evaluate_model
+from bench.store import stage_lock, store_root
+from bench.suite import TEACHER_TRAIN_BASE, SuiteConfig, as_dict, fold_method_overrides
 from bench.tables import write_throughput
 from distill.atomic import atomic_write_json, atomic_write_jsonl
 from distill.config import load_config, save_config
-from distill.methods import METHODS, method_label
-
-METHOD_LABELS = {name: method_label(name) for name in METHODS}
-
+from distill.methods import METHODS
 
 #: Part of every stage key. Bump it when a stage's outputs change for the same suite config (a fix in the
 #: trainer, the evaluation or the data path), so that no run reuses stages computed by the older code.
@@ -64,12 +64,20 @@ class Stage:
     estimate_s: float
     deps: list[str] = field(default_factory=list)
 
+    @property
+    def entry_name(self) -> str:
+        return f"{self.name.replace(':', '-')}-{self.key}"
+
     def dir(self, run_dir: Path) -> Path:
-        return run_dir / "stages" / f"{self.name.replace(':', '-')}-{self.key}"
+        """Where the stage's outputs live: its entry in the shared store (``bench/store.py``)."""
+        return store_root(run_dir) / self.entry_name
 
     def done(self, run_dir: Path) -> dict[str, Any] | None:
-        marker = self.dir(run_dir) / "done.json"
-        return json.loads(marker.read_text()) if marker.is_file() else None
+        """The stage's ``done.json``, from the store or (written before the store) from the run directory itself."""
+        for marker in (self.dir(run_dir) / "done.json", run_dir / "stages" / self.entry_name / "done.json"):
+            if marker.is_file():
+                return json.loads(marker.read_text())
+        return None
 
 
 class SuiteRun:
@@ -128,13 +136,11 @@ class SuiteRun:
         )
         train_spec = {k: v for k, v in as_dict(c)["train"].items() if k != "method_overrides"}
         for method in c.methods:
+            m_train, m_over = fold_method_overrides(train_spec, c.train.method_overrides.get(method, []))
             for seed in c.seeds:
-                spec = {
-                    "method": method,
-                    "seed": seed,
-                    "train": train_spec,
-                    "method_overrides": c.train.method_overrides.get(method, []),
-                }
+                spec = {"method": method, "seed": seed, "train": m_train, "method_overrides": m_over}
+                if METHODS[method].sampler == "on_policy" and METHODS[method].lam != 1.0:
+                    spec["on_policy"] = "stratified"  # replaced a coin per micro-batch (ImitKD, at 1, is unchanged)
                 tokens = c.train.token_budget or c.train.epochs * c.prompts.n_train * c.teacher_sampling.max_new_tokens
                 cost = est.train_s_per_1k_tokens.get(method, 2.0) * tokens / 1000 + est.stage_overhead_s
                 self._add(
@@ -181,6 +187,7 @@ class SuiteRun:
 
     def plan(self, force: list[str] | tuple[str, ...] = ()) -> list[dict[str, Any]]:
         """Every stage with its key and whether it is cached (a forced stage is shown as to be redone)."""
+        store.adopt_all(self.run_dir.parent)  # run dirs from before the shared store: their stages become shared
         redo = {s.name for s in self.forced(force)}
         rows = []
         for s in self.stages:
@@ -195,12 +202,18 @@ class SuiteRun:
             )
         return rows
 
-    def run(self, force: list[str] = (), progress: bool = True, until: str | None = None) -> dict[str, Any]:
+    def run(
+        self, force: list[str] = (), progress: bool = True, until: str | None = None, wait: bool = False
+    ) -> dict[str, Any]:
         """Run every stage not yet done (``until``: stop after that stage, writing no tables); returns a summary.
-        One run at a time per run directory (:mod:`bench.lock`)."""
+        One run at a time per run directory (:mod:`bench.lock`; ``wait``: wait for the other one instead of
+        refusing)."""
         from bench.lock import run_lock
 
-        with run_lock(self.run_dir):
+        if until is not None and until not in [s.name for s in self.stages]:  # before anything is written
+            raise ValueError(f"--until {until!r} is no stage; stages: {', '.join(s.name for s in self.stages)}")
+        self.forced(force)  # an unknown --force name fails here too
+        with run_lock(self.run_dir, wait=wait):
             return self._run(force, progress, until)
 
     def _run(self, force, progress: bool, until: str | None) -> dict[str, Any]:
@@ -218,28 +231,33 @@ class SuiteRun:
         if self.cfg.threads:
             torch.set_num_threads(self.cfg.threads)
         max_threads, threads_log = torch.get_num_threads(), {}
-        if until is not None and until not in [s.name for s in self.stages]:
-            raise ValueError(f"--until {until!r} is no stage; stages: {', '.join(s.name for s in self.stages)}")
-        for s in self.forced(force):
-            shutil.rmtree(s.dir(self.run_dir), ignore_errors=True)
+        store.adopt_all(self.run_dir.parent)  # run dirs from before the shared store: their stages become shared
+        redo = {s.name for s in self.forced(force)}
         t0, ran, skipped = time.perf_counter(), [], []
         bar = tqdm(self.stages, desc=f"suite {self.cfg.name}", unit="stage", disable=not progress, position=0)
         for s in bar:
             bar.set_postfix_str(s.name)
-            if s.done(self.run_dir):
-                skipped.append(s.name)
-                if s.name == until:
-                    break
-                continue
             d = s.dir(self.run_dir)
-            d.mkdir(parents=True, exist_ok=True)
-            if not self.cfg.threads:  # auto: one thread where the other core is busy
-                threads_log[s.name] = choose_threads(max_threads).as_dict()
-            start = time.perf_counter()
-            out = s.run(d)
-            atomic_write_json(
-                d / "done.json", {"stage": s.name, "key": s.key, "seconds": time.perf_counter() - start, **out}
-            )
+            with stage_lock(d):  # another run computing the same stage: wait for it, then reuse its result
+                store.adopt(self.run_dir, d)
+                if s.name in redo:
+                    shutil.rmtree(d, ignore_errors=True)
+                if (d / "done.json").is_file():
+                    store.link(self.run_dir, d)
+                    attach_record(self, s.name, d)
+                    skipped.append(s.name)
+                    if s.name == until:
+                        break
+                    continue
+                d.mkdir(parents=True, exist_ok=True)  # a training stage cut off resumes from its checkpoint
+                store.link(self.run_dir, d)
+                if not self.cfg.threads:  # auto: one thread where the other core is busy
+                    threads_log[s.name] = choose_threads(max_threads).as_dict()
+                start = time.perf_counter()
+                out = s.run(d)
+                atomic_write_json(
+                    d / "done.json", {"stage": s.name, "key": s.key, "seconds": time.perf_counter() - start, **out}
+                )
             ran.append(s.name)
             _fault_hook(len(ran))
             if s.name == until:

@@ -3,6 +3,7 @@ eval engine, its learning curve, and its record (``<run>/records/<name>.json``, 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -193,6 +194,21 @@ def task_metrics_of(
                 "primary": metric == entry.get("primary_metric", metric) and task not in not_averaged,
             }
     return metrics, info
+
+
+def attach_record(run: SuiteRun, stage: str, d: Path) -> None:
+    """A cached eval stage, perhaps computed for another run (the shared store): its record, as this run's, under
+    ``<run>/records/``. The metrics are the stage's; the run fields are this run's, and ``computed_for`` names the
+    run that computed it."""
+    own, done = d / "record.json", json.loads((d / "done.json").read_text())
+    if not stage.startswith("eval:") or not own.is_file() or "record" not in done:
+        return
+    rec, c = json.loads(own.read_text()), run.cfg
+    if rec.get("suite_hash") != c.hash:
+        rec["computed_for"] = rec.get("computed_for") or rec.get("run_id")
+        rec |= {"run_id": c.resolved_run_id, "suite": c.name, "suite_hash": c.hash}
+        rec["provenance"] = {**rec.get("provenance", {}), "suite_config": as_dict(c)}
+    atomic_write_json(run.run_dir / "records" / Path(done["record"]).name, rec)
 
 
 def run_provenance(cfg: SuiteConfig) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distill.config import ConfigError, config_to_dict, load_config, require
+from distill.config import ConfigError, config_to_dict, did_you_mean, load_config, require
 from distill.generation import SamplingParams
 from distill.methods import COMPARED, METHODS
 from distill.models import ModelConfig
@@ -196,7 +196,12 @@ class EstimateConfig:
 
 @dataclass
 class SuiteConfig:
-    name: str = "world"
+    name: str = field(
+        default="custom",
+        metadata={
+            "help": "names the run dir and results/benchmarks/<name>-* (a suite without one never writes world's)"
+        },
+    )
     description: str = ""
     teacher: ModelConfig = field(default_factory=lambda: ModelConfig(name="smollm2-135m-instruct", dtype="bfloat16"))
     student: ModelConfig = field(
@@ -228,7 +233,11 @@ class SuiteConfig:
     def __post_init__(self) -> None:
         require(bool(self.methods), "a suite needs at least one method")
         unknown = [m for m in self.methods if m not in METHODS]
-        require(not unknown, f"unknown method {unknown[:1]}; known: {', '.join(METHODS)}")
+        require(
+            not unknown,
+            f"unknown method {unknown[0] if unknown else ''!r}{did_you_mean(unknown[0], METHODS) if unknown else ''}; "
+            f"known: {', '.join(METHODS)}",
+        )
         require(bool(self.seeds), "a suite needs at least one seed")
         require(len(set(self.seeds)) == len(self.seeds), f"duplicate seeds: {self.seeds}")
         unknown_w = sorted(set(self.teacher_train.task_weights) - set(self.teacher_train.tasks))
@@ -315,8 +324,10 @@ def resolve_suite_path(name_or_path: str | None) -> Path:
         return p
     shipped = SUITES_DIR / f"{name_or_path}.yaml"
     if not shipped.is_file():
-        names = ", ".join(sorted(f.stem for f in SUITES_DIR.glob("*.yaml")))
-        raise FileNotFoundError(f"unknown suite {name_or_path!r}; shipped suites: {names}")
+        names = sorted(f.stem for f in SUITES_DIR.glob("*.yaml"))
+        raise FileNotFoundError(
+            f"unknown suite {name_or_path!r}{did_you_mean(name_or_path, names)}; shipped suites: {', '.join(names)}"
+        )
     return shipped
 
 
@@ -326,3 +337,30 @@ def load_suite(name_or_path: str | None, overrides: list[str] | tuple[str, ...] 
 
 def as_dict(cfg: SuiteConfig) -> dict[str, Any]:
     return config_to_dict(cfg)
+
+
+#: method overrides that set a ``train:`` field of the suite: ``optim.X`` -> (field, type)
+_FOLDED = {
+    "optim.lr": ("lr", float),
+    "optim.batch_size": ("batch_size", int),
+    "optim.warmup_steps": ("warmup_steps", int),
+    "optim.grad_accum": ("grad_accum", int),
+}
+
+
+def fold_method_overrides(train_spec: dict[str, Any], overrides: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """A method's ``train:`` spec with the overrides that set a ``train:`` field folded into it.
+
+    ``method_overrides: {gkd: [optim.lr=1e-3]}`` trains exactly as ``train.lr: 1e-3`` does (the method's override is
+    applied last), so both get the same stage key: the sweep's run at a rate and the suite's run with that rate chosen
+    per method share their training stage. The last of several overrides of one key wins, as it does in training.
+    """
+    spec, rest = dict(train_spec), []
+    for o in overrides:
+        key, _, value = o.replace(" ", "").partition("=")
+        if key in _FOLDED:
+            name, typ = _FOLDED[key]
+            spec[name] = typ(value)
+        else:
+            rest.append(o)
+    return spec, rest

@@ -8,7 +8,9 @@ the held-out test split is never read. This module does the same for a suite:
   with fidelity off (it reads the held-out prompts);
 * each method's learning rate is the grid value with the best validation Avg. (ties: the smaller rate);
 * ``<output_root>/benchmarks/<suite>-sweep-<budget>k.{md,json}`` hold the grid, the choice and the validation learning
-  curves, and the md gives the ``train.method_overrides`` lines to put in the suite.
+  curves, and the md gives the ``train.method_overrides`` lines to put in the suite. A rate set that way gives the
+  same stage key as the sweep's run at that rate (``bench.run.fold_method_overrides``), so the suite reuses the
+  sweep's training of its first seed.
 
 Every variant shares one run directory (``<suite>-sweep``), so the teacher, prompts, responses and init stages
 are computed once; each (method, rate) training stage is content-addressed like any other and is reused on rerun.
@@ -48,21 +50,11 @@ def sweep_variant(cfg: SuiteConfig, lr: float) -> SuiteConfig:
 
 
 def _avg(rec: dict[str, Any]) -> float | None:
-    from bench.leaderboard import Column, in_average
+    """The record's Avg., with the leaderboard's own columns (its rule for what counts in the average)."""
+    from bench.leaderboard import in_average, metric_columns
 
-    vals = []
-    for key, value in rec["metrics"].items():
-        info = rec["metric_info"].get(key, {})
-        col = Column(
-            key=key,
-            label=key,
-            category=info.get("category", "other"),
-            higher_is_better=bool(info.get("higher_is_better", True)),
-            pipeline_check=bool(info.get("pipeline_check", False)),
-            primary=bool(info.get("primary", True)),
-        )
-        if in_average(col) and isinstance(value, (int, float)):
-            vals.append(float(value))
+    values = [rec["metrics"].get(c.key) for c in metric_columns([rec]) if in_average(c)]
+    vals = [float(v) for v in values if isinstance(v, (int, float))]
     return sum(vals) / len(vals) if vals else None
 
 
@@ -163,7 +155,7 @@ def render_sweep(result: dict[str, Any]) -> str:
 
     grid, methods = result["grid"], list(dict.fromkeys(r["method"] for r in result["rows"]))  # every method run
     by = {(r["method"], r["lr"]): r for r in result["rows"]}
-    from bench.run import METHOD_LABELS
+    from distill.methods import method_label
 
     choice = len(grid) > 1  # one rate is a measurement at that rate, not a choice
 
@@ -176,7 +168,7 @@ def render_sweep(result: dict[str, Any]) -> str:
         return [f"{result['chosen'][m]:g}" if m in result["chosen"] else "–"] if choice else []
 
     header = ["Method", *[f"lr {lr:g}" for lr in grid], *(["chosen"] if choice else [])]
-    body = [[METHOD_LABELS.get(m, m), *[cell(m, lr) for lr in grid], *picked(m)] for m in methods]
+    body = [[method_label(m), *[cell(m, lr) for lr in grid], *picked(m)] for m in methods]
     lines = [
         f"**Learning-rate sweep on the val split**: suite `{result['suite']}` (hash `{result['suite_hash'][:16]}`), "
         f"seed {result['seed']}, {result['token_budget']} tokens per run, batch {result.get('batch_size')}",
@@ -210,7 +202,7 @@ def render_sweep(result: dict[str, Any]) -> str:
             at = {col(p["tokens"]): p["avg"] for p in r["curve"]}
             rows.append(
                 [
-                    METHOD_LABELS.get(r["method"], r["method"]),
+                    method_label(r["method"]),
                     f"{r['lr']:g}",
                     *["–" if at.get(i) is None else fmt_num(at[i]) for i in cols],
                 ]

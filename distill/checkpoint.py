@@ -7,7 +7,8 @@
 * ``sampler-rank<r>.pt``: each rank's sampler state (replay buffer, φ, the epoch's generated pairs) and the
   α-curriculum state;
 * ``rng-rank<r>.pt``: every RNG state (python, torch; CUDA where present);
-* ``trainer_state.json``: the step, tokens seen, elapsed seconds and the resolved config's hash.
+* ``trainer_state.json``: the step, tokens seen, elapsed seconds, the teacher generation already charged, the
+  resolved config and its hash (a resume with another config is refused, naming the keys that differ).
 
 A directory appears under its final name only once complete (``atomic_dir``), so ``resume=auto`` takes the newest
 directory whose name parses. Data order and every random decision of the samplers are functions of
@@ -114,7 +115,7 @@ def save_training_state(
     mine = {
         "sampler": {
             "sampler": sampler.state_dict(),
-            "curriculum": losses.curriculum.state_dict() if losses.curriculum else None,
+            "curriculum": losses.hook.state_dict(),  # the loss hook's state (DistiLLM-2's α curriculum)
         },
         "rng": rng_state(),
     }
@@ -160,15 +161,16 @@ def restore_training_state(
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
     rank_state = load_rank_state(path, rank)
     sampler.load_state_dict(rank_state["sampler"]["sampler"])
-    if losses.curriculum is not None and rank_state["sampler"]["curriculum"] is not None:
-        losses.curriculum.load_state_dict(rank_state["sampler"]["curriculum"])
+    losses.hook.load_state_dict(rank_state["sampler"]["curriculum"])
     set_rng_state(rank_state["rng"])
     state = load_trainer_state(path)
     return int(state.pop("step")), state
 
 
 #: config keys that do not shape the trajectory (a resumed run may change them)
-NOT_TRAJECTORY = ("resume", "tensorboard", "save_every", "keep_checkpoints", "checkpoint_at_end", "output_dir")
+NOT_TRAJECTORY = (
+    "resume", "tensorboard", "save_every", "save_every_min", "keep_checkpoints", "checkpoint_at_end", "output_dir",
+)  # fmt: skip
 
 
 def config_sha(cfg: TrainConfig) -> str:
@@ -191,9 +193,16 @@ def save_snapshot(dest: Path, model, tok, state: dict[str, Any]) -> None:
         (tmp / "snapshot.json").write_text(json.dumps({"tokens": state["tokens"], "steps": state["steps"]}))
 
 
+def require_resume_dir(resume: str) -> None:
+    """``resume=<dir>``: the checkpoint directory must exist (``auto`` and ``never`` name none)."""
+    if resume not in ("auto", "never") and not Path(resume).is_dir():
+        raise FileNotFoundError(f"resume checkpoint not found: {resume}")
+
+
 def check_resumable(path: Path, cfg: TrainConfig) -> None:
     """Refuse to resume from checkpoint ``path`` unless it was written with this config; the error names the keys
-    that differ (from the run's saved ``config.yaml``)."""
+    that differ from the checkpoint's own saved config (a checkpoint older than that: the ``config.yaml`` next to its
+    ``checkpoints/`` directory)."""
     from distill.train_config import TrainingError
 
     if not path.is_dir():
@@ -201,7 +210,7 @@ def check_resumable(path: Path, cfg: TrainConfig) -> None:
     saved = load_trainer_state(path)
     if saved.get("config_sha") == config_sha(cfg):
         return
-    diff = config_diff(saved.get("config") or Path(cfg.output_dir) / "config.yaml", cfg)  # older checkpoints: the yaml
+    diff = config_diff(saved.get("config") or path.parent.parent / "config.yaml", cfg)  # older checkpoints: the yaml
     what = f" ({'; '.join(diff[:3])}{'; ...' if len(diff) > 3 else ''})" if diff else ""
     raise TrainingError(
         f"checkpoint {path} was written with a different config{what}; use resume=never or a new output_dir"

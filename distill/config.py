@@ -101,6 +101,9 @@ def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
         args = typing.get_args(tp)
         if type(None) in args and (value is None or (isinstance(value, _Override) and value.text in ("null", "None"))):
             return None
+        sections = [a for a in args if dataclasses.is_dataclass(a)]
+        if len(sections) == 1 and isinstance(value, dict):  # an optional section: its own errors name the key
+            return _coerce(value, sections[0], key, where)
         for arg in (a for a in args if a is not type(None)):
             try:
                 return _coerce(value, arg, key, where)
@@ -165,6 +168,19 @@ def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
     raise ConfigError(f"{where}: key '{key}': unsupported field type {tp!r}")
 
 
+def _literal_words(tp: Any) -> tuple:
+    return typing.get_args(tp) if typing.get_origin(tp) is Literal else ()
+
+
+def _yaml_word(value: Any, choices) -> Any:
+    """YAML reads an unquoted ``off``/``no`` as False and ``on``/``yes`` as True: where a field's choices are words,
+    such a boolean means the word among them (``validation: off``, ``mixed_precision: no``)."""
+    if not isinstance(value, bool) or not choices:
+        return value
+    words = [w for w in (("on", "yes", "true") if value else ("off", "no", "false")) if w in choices]
+    return words[0] if words else value
+
+
 def _show(value: Any) -> str:
     if isinstance(value, _Override):
         return repr(value.text)
@@ -208,6 +224,7 @@ def _build(cls: type[T], data: dict, prefix: str, where: str) -> T:
                 f"{origin}: unknown key '{key}'{hint}; allowed keys{section}: {', '.join(sorted(fields))}"
             )
         src = value[1] if _is_tagged(value) else where
+        value = _yaml_word(value, fields[name].metadata.get("choices") or _literal_words(hints[name]))
         coerced = _coerce(value, hints[name], key, where)
         _check_range(coerced, fields[name], key, src)
         kwargs[name] = coerced
@@ -268,6 +285,12 @@ def save_config(cfg: Any, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+def did_you_mean(name: str, known) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``known`` names, or an empty string."""
+    close = difflib.get_close_matches(str(name), list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def require(cond: bool, message: str) -> None:
     """Validation helper for ``__post_init__``: raise a :class:`ConfigError` with ``message`` unless ``cond``."""
     if not cond:
@@ -279,18 +302,22 @@ def field_help(cls: type) -> dict[str, str]:
     return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
 
 
-def config_reference(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
+def config_reference(cls: type, prefix: str = "", defaults: Any = None) -> list[tuple[str, str, str, str]]:
     """Every key of config ``cls`` (nested sections as dotted keys): ``(key, type, default, help)``, read off the
-    dataclasses themselves (``--help-config``)."""
+    dataclasses themselves (``--help-config``). A nested section's defaults are those of the instance its field
+    builds (``TrainConfig.teacher_sampling`` samples at 0.8, not at ``SamplingParams``'s own 0.0)."""
     import typing
 
     hints = typing.get_type_hints(cls)
     rows = []
     for f in dataclasses.fields(cls):
         key, hint = prefix + f.name, hints[f.name]
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if defaults is not None:
+            default = getattr(defaults, f.name)
+        else:
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         if dataclasses.is_dataclass(hint):
-            rows += config_reference(hint, key + ".")
+            rows += config_reference(hint, key + ".", None if default is dataclasses.MISSING else default)
             continue
         text = getattr(hint, "__name__", None) if isinstance(hint, type) else None
         text = text or str(hint).replace("typing.", "")

@@ -88,6 +88,35 @@ def encode_prompt(tokenizer, prompt: Prompt, max_prompt_len: int, chat: bool = T
     return ids[-max_prompt_len:]
 
 
+#: warn when more than this fraction of the training prompts or responses is cut
+TRUNCATION_WARN = 0.05
+
+
+def truncation(tokenizer, examples: list[Example], cfg: DataConfig) -> dict[str, int]:
+    """How many training prompts are longer than ``max_prompt_len`` (they keep their end) and how many responses
+    do not fit in ``max_len`` after their prompt (they keep their start), as :func:`encode_example` cuts them."""
+    prompts = responses = with_response = 0
+    for e in examples:
+        text, special = render_prompt(tokenizer, e.prompt, cfg.chat)
+        n_prompt = len(tokenizer(text, add_special_tokens=not special)["input_ids"])
+        prompts += n_prompt > cfg.max_prompt_len
+        if e.response is not None:
+            with_response += 1
+            n_response = len(tokenizer(e.response, add_special_tokens=False)["input_ids"]) + 1  # + EOS
+            responses += n_response > cfg.max_len - min(n_prompt, cfg.max_prompt_len)
+    return {"examples": len(examples), "prompts": prompts, "with_response": with_response, "responses": responses}
+
+
+def truncation_warning(counts: dict[str, int], cfg: DataConfig) -> str | None:
+    """A one-line warning when more than :data:`TRUNCATION_WARN` of the prompts or responses were cut."""
+    parts = []
+    if counts["examples"] and counts["prompts"] > TRUNCATION_WARN * counts["examples"]:
+        parts.append(f"{counts['prompts']} of {counts['examples']} prompts (data.max_prompt_len={cfg.max_prompt_len})")
+    if counts["with_response"] and counts["responses"] > TRUNCATION_WARN * counts["with_response"]:
+        parts.append(f"{counts['responses']} of {counts['with_response']} responses (data.max_len={cfg.max_len})")
+    return f"warning: truncated {' and '.join(parts)}" if parts else None
+
+
 def encode_response(tokenizer, response: str, max_response_len: int) -> list[int]:
     """Response tokens followed by EOS (so the student learns to stop), truncated to ``max_response_len``."""
     ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
@@ -156,13 +185,19 @@ def split_examples(cfg: DataConfig, seed: int) -> tuple[list[Example], list[Exam
 def validation_rows(tok, val_ex: list[Example], cfg: DataConfig, required_by: str | None = None) -> list[Row]:
     """The validation examples that have a response, encoded. ``required_by``: a method whose schedule reads the
     validation loss (DistiLLM's), refused in one line when there are none."""
-    rows = [
+    if required_by is not None:
+        require_validation(val_ex, cfg, required_by)
+    return [
         encode_example(tok, e, cfg.max_prompt_len, cfg.max_len, cfg.chat) for e in val_ex if e.response is not None
     ]
-    if required_by is not None and not rows:
+
+
+def require_validation(val_ex: list[Example], cfg: DataConfig, method: str) -> None:
+    """Refuse, in one line, a method whose schedule reads the validation loss when no validation row has a response
+    (checked before any model is loaded)."""
+    if not any(e.response is not None for e in val_ex):
         source = f"data.val_file={cfg.val_file}" if cfg.val_file else f"data.val_fraction={cfg.val_fraction}"
         raise ValueError(
-            f"method {required_by!r} adapts to the validation loss, but {source} gives no validation row with a "
+            f"method {method!r} adapts to the validation loss, but {source} gives no validation row with a "
             "response; set data.val_file, or raise data.val_fraction"
         )
-    return rows

@@ -1,6 +1,7 @@
 """The loss of one micro-batch: the student (and frozen teacher) forward and the method's registered loss,
 normalised by the optimizer step's counts (target tokens, sequences or pairs), on the full-logits or the chunked
-path. DistiLLM-2's per-sample α curriculum and β schedule are applied here."""
+path. What a loss needs per step (DistiLLM-2's β schedule and per-sample α) comes from its hook
+(``distill/loss_hooks.py``); nothing here names a loss."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import torch
 
 from distill.chunked import chunked_loss
 from distill.data import Row, collate, shift_targets
+from distill.loss_hooks import loss_hook
 from distill.losses import LOSSES, compute_loss, sequence_logps
 from distill.methods import METHODS
-from distill.schedules import AlphaCurriculum
 from distill.train_config import TrainConfig
 
 
@@ -27,11 +28,8 @@ class LossComputer:
         self.spec = LOSSES[self.name]
         self.reduction = cfg.reduction or method.reduction
         self.cfg, self.student, self.teacher, self.vocab = cfg, student, teacher, vocab
-        self.contrastive = self.name == "distillm2_contrastive"
-        self.curriculum = AlphaCurriculum(cfg.distillm2) if self.contrastive else None
-        if self.contrastive:
-            self.kwargs.setdefault("alpha_teacher", cfg.distillm2.alpha0)
-            self.kwargs.setdefault("alpha_student", cfg.distillm2.alpha0)
+        self.hook = loss_hook(self.name, cfg)
+        self.kwargs = {**self.hook.defaults(), **self.kwargs}
 
     def denominator(self, batches: list[dict[str, torch.Tensor]]) -> float:
         """This rank's share of the step's normaliser: target tokens, sequences with targets, or pairs."""
@@ -72,32 +70,18 @@ class LossComputer:
         t_out, t_head = None, None
         if self.spec.needs_teacher:
             cacheable = self.cache is not None and rows is not None and not self.spec.pairwise
-            if cacheable and not self.contrastive and not any(r.is_student for r in rows):
+            if cacheable and not self.hook.uses_sequence_logps and not any(r.is_student for r in rows):
                 t_out = self.cache.target(rows, labels.shape[1]).to(labels.device)
             else:
                 t_out, t_head = self._forward(self.teacher, batch, grad=False)
         kwargs = dict(self.kwargs)
-        logs: dict[str, Any] = {}
-        if self.contrastive:
-            kwargs["beta"] = step_info["beta"]
+        s_lp = t_lp = None
+        if self.hook.uses_sequence_logps:
             s_lp, t_lp = self._seq_logps(s_out, s_head, labels), self._seq_logps(t_out, t_head, labels)
-            a_t, a_s, active = self.curriculum.alphas(step_info["epoch"], t_lp, s_lp, is_student)
-            if active:
-                kwargs["alpha_teacher"], kwargs["alpha_student"] = a_t, a_s
-            logs = {"alpha": [round(float(a), 5) for a in a_t], "alpha_active": active}
-            if (~is_student).any():
-                logs["logq_teacher_resp"] = float(s_lp[~is_student].mean())
-            if is_student.any():
-                logs["logq_student_resp"] = float(s_lp[is_student].mean())
+        logs = self.hook.batch(kwargs, step_info, s_lp, t_lp, is_student)
         # a loss that depends on the row's role gets one term per role (DistiLLM-2: SKL on y_t, SRKL on y_s)
-        groups = {"loss": torch.arange(len(is_student))}
-        if self.contrastive:
-            groups = {
-                "skl_teacher_resp": (~is_student).nonzero().squeeze(1),
-                "srkl_student_resp": is_student.nonzero().squeeze(1),
-            }
         total, terms = None, {}
-        for term, idx in groups.items():
+        for term, idx in self.hook.groups(is_student).items():
             if idx.numel() == 0:
                 continue
             sub = {k: _rows(v, idx, len(is_student)) for k, v in kwargs.items()}

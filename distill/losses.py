@@ -35,18 +35,18 @@ import functools
 import inspect
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from distill.config import did_you_mean
 from distill.sparse import SparseTarget, coarsen, upcast
 
 IGNORE_INDEX = -100
-#: Keyword arguments that a loss takes from the batch rather than from the config.
-BATCH_INPUTS = ("labels", "is_student_response")
+BATCH_INPUTS = ("labels", "is_student_response")  # keyword arguments a loss takes from the batch, not the config
 ReductionMode = Literal["token", "sequence", "sum"]
 Weight = float | Tensor  # a float, or a per-sequence Tensor[B]
 
@@ -375,6 +375,8 @@ class LossSpec:
     """A registered loss: its function plus what the trainer must feed it (read off the signature)."""
 
     fn: Callable[..., Tensor]
+    #: the valid range of numeric hyperparameters, ``name -> (low, high, low_exclusive)`` (None: unbounded)
+    ranges: dict[str, tuple[float | None, float | None, bool]] = field(default_factory=dict)
     #: For pairwise losses (one value per teacher-response/student-response pair instead of [B, T]): the same loss
     #: from per-sequence mean label log-probs ``(student [B], teacher [B], is_student_response, **hparams)``.
     from_sequence_logps: Callable[..., Tensor] | None = None
@@ -406,14 +408,29 @@ class LossSpec:
 
 
 def check_loss_kwargs(name: str, kwargs: dict[str, object]) -> LossSpec:
-    """Return the spec of loss ``name``; raise a one-line ValueError on an unknown name or keyword argument."""
+    """Return the spec of loss ``name``; raise a one-line ValueError on an unknown name or keyword argument, a value
+    of the wrong type, or one outside the range its registry entry gives (``LossSpec.ranges``)."""
     if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; known: {', '.join(sorted(LOSSES))}")
+        raise ValueError(f"unknown loss {name!r}{did_you_mean(name, LOSSES)}; known: {', '.join(sorted(LOSSES))}")
     spec = LOSSES[name]
-    for key in kwargs:
+    for key, value in kwargs.items():
         if key not in spec.hparams:
             allowed = ", ".join(spec.hparams) or "none"
             raise ValueError(f"loss {name!r} got unknown keyword argument {key!r}; allowed: {allowed}")
+        default = spec.hparams[key]
+        if not isinstance(default, (int, float)) or isinstance(value, Tensor):  # per-sample values: the trainer's
+            continue
+        if isinstance(default, bool) != isinstance(value, bool) or not isinstance(value, (int, float)):
+            want = "true or false" if isinstance(default, bool) else "a number"
+            raise ValueError(f"loss {name!r}: {key} must be {want}, got {value!r}")
+        low, high, open_low = spec.ranges.get(key, (None, None, False))
+        if (
+            value != value
+            or (low is not None and (value <= low if open_low else value < low))
+            or (high is not None and value > high)
+        ):  # value != value: NaN
+            where = f"{'>' if open_low else '>='} {low:g}" if high is None else f"in [{low:g}, {high:g}]"
+            raise ValueError(f"loss {name!r}: {key}={value!r} is out of range (must be {where})")
     return spec
 
 
@@ -467,14 +484,17 @@ def _clean_masked_rows(logits: Tensor, mask: Tensor) -> Tensor:
     return logits.masked_fill(bad[..., None], 0.0) if bool(bad.any()) else logits
 
 
+UNIT = (0.0, 1.0, False)  # the registry's ranges: skew mixtures and JSD's interpolation are weights, DPKD's β divides
 LOSSES: dict[str, LossSpec] = {
     "forward_kl": LossSpec(forward_kl),
     "reverse_kl": LossSpec(reverse_kl),
-    "skew_forward_kl": LossSpec(skew_forward_kl),
-    "skew_reverse_kl": LossSpec(skew_reverse_kl),
-    "generalized_jsd": LossSpec(generalized_jsd),
+    "skew_forward_kl": LossSpec(skew_forward_kl, ranges={"alpha": UNIT}),
+    "skew_reverse_kl": LossSpec(skew_reverse_kl, ranges={"alpha": UNIT}),
+    "generalized_jsd": LossSpec(generalized_jsd, ranges={"beta": UNIT}),
     "total_variation": LossSpec(total_variation),
     "nll": LossSpec(nll),
-    "distillm2_contrastive": LossSpec(distillm2_contrastive),
-    "dpkd": LossSpec(dpkd, from_sequence_logps=dpkd_from_logps),
+    "distillm2_contrastive": LossSpec(
+        distillm2_contrastive, ranges={"alpha_teacher": UNIT, "alpha_student": UNIT, "beta": (0.0, None, False)}
+    ),
+    "dpkd": LossSpec(dpkd, from_sequence_logps=dpkd_from_logps, ranges={"beta": (0.0, None, True)}),
 }

@@ -15,7 +15,7 @@ class Method:
     loss_kwargs: dict[str, Any] = field(default_factory=dict)
     reduction: Literal["token", "sequence"] = "token"
     source: Literal["data", "teacher", "auto"] = "auto"  # offline responses
-    lam: float | None = None  # on-policy fraction (None: from config.gkd.lam)
+    lam: float | None = None  # on-policy fraction (None: from the config's gkd_lambda)
     label: str = ""  # the name in tables (default: the registry key)
     # the student's sampling where the method generates (``student_sampling`` in the config overrides it):
     # T = 1 as DistiLLM's sampler.py; the batched methods T = 0.8, top-p 0.95 as DistiLLM-2's generate_vllm.py

@@ -442,3 +442,14 @@ def place_teacher(acc, teacher):
     if acc.distributed_type == DistributedType.FSDP:
         return acc.prepare_model(teacher, evaluation_mode=True).eval()
     return teacher.to(acc.device)
+
+
+def reset_precision(precision: str) -> None:
+    """Let one process train several times at different precisions (a suite's fp32 teacher stage, then bf16
+    methods): accelerate keeps its mixed-precision setting in a process-wide singleton and refuses a change. Only
+    that setting is reset; the distributed state (process group, device) is kept."""
+    from accelerate.state import AcceleratorState
+
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision") not in (None, precision):
+        AcceleratorState._reset_state(reset_partial_state=False)

@@ -15,6 +15,7 @@ checkpoint, which makes resume exact.
 
 from __future__ import annotations
 
+import math
 import random
 from collections import deque
 from collections.abc import Callable
@@ -151,19 +152,33 @@ class OfflineSampler(Sampler):
 
 
 class OnPolicyMixSampler(Sampler):
-    """With probability ``lam`` per micro-batch, train on fresh student responses to the batch's prompts."""
+    """A fraction ``lam`` of the micro-batches trains on fresh student responses to the batch's prompts (GKD, and
+    ImitKD at ``lam = 1``).
+
+    GKD's Algorithm 1 (and TRL's ``GKDTrainer``) flips a coin per batch: on-policy with probability λ. Here the
+    micro-batches are stratified instead: global micro-batch ``g`` is on-policy iff ``⌊(g+1)λ + u⌋ > ⌊gλ + u⌋``,
+    with one phase ``u ~ U[0, 1)`` per seed. Each micro-batch is still on-policy with probability exactly λ (over
+    ``u``), as in GKD, but any ``k`` consecutive ones hold ``⌊kλ⌋`` or ``⌈kλ⌉`` on-policy batches instead of a
+    Binomial(k, λ) count: a short run's fraction is λ from its first steps (a coin left an 8-step λ = 0.5 run with
+    none at all). All ranks agree on every decision, as one process with the whole batch would.
+    """
 
     name = "on_policy"
 
     def __init__(self, plan: Plan, seed: int, rows: list[Row], generate_student: GenerateFn, lam: float):
         super().__init__(plan, seed)
         self.rows, self.generate_student, self.lam = rows, generate_student, lam
+        self.phase = random.Random(derive_seed(seed, "on-policy phase")).random()
+
+    def on_policy(self, g: int) -> bool:
+        """Whether global micro-batch ``g`` (``step * grad_accum + m``) trains on student responses."""
+        return math.floor((g + 1) * self.lam + self.phase) > math.floor(g * self.lam + self.phase)
 
     def batches(self, step: int) -> list[list[Row]]:
         out, on = [], 0
         for m, idx in enumerate(self.step_indices(step)):
             fixed = [self.rows[i] for i in idx]
-            if self.rng(step, m, "coin").random() < self.lam:
+            if self.on_policy(step * self.plan.grad_accum + m):
                 responses = self.generate_student(
                     [r.prompt_ids for r in fixed], derive_seed(self.seed, "gen", step, m)
                 )
@@ -397,6 +412,3 @@ def student_sampling(cfg: TrainConfig, max_new: int) -> SamplingParams:
         sp = SamplingParams(temperature=m.student_temperature, top_p=m.student_top_p, max_new_tokens=256)
     cap = min(sp.max_new_tokens, max_new, cfg.student_max_new_tokens or max_new)
     return SamplingParams(**{**vars(sp), "max_new_tokens": cap, "n": 1})
-
-
-# --------------------------------------------------------------------------------------------- the loop

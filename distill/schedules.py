@@ -27,9 +27,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from distill.config import require
+from distill.methods import METHODS
 
 if TYPE_CHECKING:
-    from distill.train_config import OptimConfig
+    from distill.data import Example
+    from distill.train_config import OptimConfig, TrainConfig
 
 BetaSchedule = Literal["constant", "linear", "paper"]
 
@@ -126,3 +128,16 @@ def lr_lambda(cfg: OptimConfig, total: int, budget_progress=None):
         return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * shape
 
     return fn
+
+
+def expected_steps(cfg: TrainConfig, total: int, train_ex: list[Example], tok, world: int) -> int:
+    """The progress bar's first guess of the step count: under a token budget, from the mean response length of
+    the data (pairs count twice); the bar re-estimates it from the real token counts after every step."""
+    if not cfg.optim.max_tokens:
+        return total
+    lengths = [len(tok(e.response, add_special_tokens=False)["input_ids"]) + 1 for e in train_ex if e.response]
+    if not lengths:
+        return total
+    rows = cfg.optim.batch_size * cfg.optim.grad_accum * world * (2 if METHODS[cfg.method].sampler == "batched" else 1)
+    per_step = rows * sum(lengths) / len(lengths)
+    return min(total, max(1, math.ceil(cfg.optim.max_tokens / per_step)))

@@ -37,14 +37,17 @@ from distill.data import (
     collate,
     encode_example,
     encode_prompt,
+    require_validation,
     shift_targets,
     split_examples,
+    truncation,
+    truncation_warning,
     validation_rows,
 )
 from distill.generation import HFGenerator, SamplingParams, TeacherResponses, vllm_student
 from distill.loss_step import LossComputer, unwrap, validation_nll
 from distill.methods import METHODS, Method  # noqa: F401  (Method: re-exported for users of distill.train)
-from distill.models import aligned_vocab_size, apply_lora, load_from_config, place_teacher
+from distill.models import aligned_vocab_size, apply_lora, load_from_config, place_teacher, reset_precision
 from distill.sampling import (
     Plan,
     Sampler,
@@ -52,23 +55,34 @@ from distill.sampling import (
     make_sampler,
     student_sampling,
 )
-from distill.schedules import beta_at, lr_lambda
-from distill.train_config import TrainConfig, TrainingError
+from distill.schedules import expected_steps, lr_lambda
+from distill.train_config import TrainConfig, TrainingError, TrainingInterrupted
 from distill.train_io import append_metrics, finish, tensorboard_writer, truncate_metrics
-
-# --------------------------------------------------------------------------------------------- setup helpers
 
 
 def _kill_hook(step: int) -> None:
-    """Fault injection for the resume tests: ``DISTILLM_FAULT_KILL_AT_STEP=N`` SIGKILLs the process after step N."""
+    """Fault injection for the resume tests: ``DISTILLM_FAULT_KILL_AT_STEP=N`` sends the process SIGKILL (or
+    ``DISTILLM_FAULT_SIGNAL``, e.g. ``SIGINT``: a Ctrl-C) after step N."""
     at = os.environ.get("DISTILLM_FAULT_KILL_AT_STEP")
     if at is not None and int(at) == step:
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), getattr(signal, os.environ.get("DISTILLM_FAULT_SIGNAL", "SIGKILL")))
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run training as configured; returns a summary (also written to ``<output_dir>/summary.json``)."""
-    return fit(setup(cfg))
+    run = setup(cfg)
+    try:
+        return fit(run)
+    except KeyboardInterrupt:
+        at, saved = run.state.get("steps", run.start), run.timer.get("last_save_step", run.start)
+        if saved:
+            raise TrainingInterrupted(
+                f"interrupted at step {at}; rerun the same command (resume=auto) to resume from step {saved}"
+            ) from None
+        raise TrainingInterrupted(
+            f"interrupted at step {at}, before the first checkpoint (save_every_min={cfg.save_every_min:g}, "
+            f"save_every={cfg.save_every}); rerunning the same command starts from step 0"
+        ) from None
 
 
 @dataclass
@@ -103,11 +117,15 @@ def setup(cfg: TrainConfig) -> Run:
     from distill.models import fast_bf16
 
     precision = cfg.mixed_precision if cfg.mixed_precision != "auto" else ("bf16" if fast_bf16() else "no")
-    _reset_precision(precision)
+    reset_precision(precision)
     acc = Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
     out_dir = Path(cfg.output_dir)
     torch.manual_seed(derive_seed(cfg.seed, "init"))
     method = METHODS[cfg.method]
+    train_ex, val_ex = split_examples(cfg.data, cfg.seed)
+    if method.reads_validation:
+        require_validation(val_ex, cfg.data, cfg.method)  # before the models load
+    ckpt.require_resume_dir(cfg.resume)  # before the models load
 
     teacher, t_tok = load_from_config(cfg.teacher)
     student, s_tok = load_from_config(cfg.student)
@@ -117,11 +135,10 @@ def setup(cfg: TrainConfig) -> Run:
     if cfg.lora.enabled:
         student = apply_lora(cfg.lora, student)
 
-    train_ex, val_ex = split_examples(cfg.data, cfg.seed)
     d = cfg.data
     prompts = [encode_prompt(s_tok, e.prompt, d.max_prompt_len, d.chat) for e in train_ex]
     max_new = d.max_len - max(len(p) for p in prompts)
-    timer = {"generation": 0.0, "train": 0.0, "teacher_generation_live": 0.0}
+    timer = {"generation": 0.0, "teacher_generation_live": 0.0, "last_save": time.perf_counter()}
     teacher_sp = SamplingParams(
         **{**vars(cfg.teacher_sampling), "max_new_tokens": min(cfg.teacher_sampling.max_new_tokens, max_new), "n": 1}
     )
@@ -209,6 +226,9 @@ def setup(cfg: TrainConfig) -> Run:
             print(f"resumed from step {start} ({resume_from})", file=sys.stderr)
         teacher_resp.charged.update(state.get("teacher_charged", {}))
         budget_state["tokens"] = state["tokens"]
+    state["truncated"] = truncation(s_tok, train_ex, d)  # in the summary; a warning above TRUNCATION_WARN
+    if acc.is_main_process and (warning := truncation_warning(state["truncated"], d)):
+        print(warning, file=sys.stderr)
     return Run(
         cfg, acc, out_dir, student, s_tok, train_ex, plan, sampler, optimizer, scheduler, losses, teacher_resp, timer,
         budget_state, validate, start, state,
@@ -232,17 +252,19 @@ def fit(run: Run) -> dict[str, Any]:
         if v is not None:
             sampler.on_validation(v)
             state["val_loss"] = v
-    if run.start >= total and acc.is_main_process:
+    # a token-budget run ends before its last planned step: its end checkpoint is complete too
+    complete = run.start >= total or bool(o.max_tokens and state.get("tokens", 0) >= o.max_tokens)
+    if complete and acc.is_main_process:
         print(f"already complete: step {run.start} of {total}; writing the final model and summary", file=sys.stderr)
     bar = tqdm(
-        total=_expected_steps(cfg, total, run.train_ex, run.s_tok, acc.num_processes),
+        total=expected_steps(cfg, total, run.train_ex, run.s_tok, acc.num_processes),
         initial=run.start,
         desc=f"train {cfg.method}",
         disable=not acc.is_main_process,
         dynamic_ncols=True,
     )
     t_run = time.perf_counter() - state["elapsed"]
-    for step in range(run.start, total):
+    for step in range(run.start, run.start if complete else total):
         t_step, g0, live0 = time.perf_counter(), run.timer["generation"], run.timer["teacher_generation_live"]
         epoch, info, step_terms, extra, grad_norm, tokens = _step(run, step)
         # teacher sampling done inside this step (a batched sampler's first epoch) is reported as setup
@@ -269,8 +291,7 @@ def fit(run: Run) -> dict[str, Any]:
             **sampler.stats,
             **extra,
         }
-        if run.losses.contrastive:
-            row["beta"] = info["beta"]
+        row.update({k: v for k, v in info.items() if k != "epoch"})  # the loss hook's step values (β)
         done = step + 1 == total or (o.max_tokens is not None and state["tokens"] >= o.max_tokens)
         if (step + 1) % eval_every == 0 or done:
             v = run.validate()
@@ -284,12 +305,12 @@ def fit(run: Run) -> dict[str, Any]:
                 for k, v in row.items():
                     if isinstance(v, (int, float)) and v is not None:
                         tb.add_scalar(k, v, step + 1)
-        bar.set_postfix(loss=f"{row['loss']:.4f}", tok_s=f"{row['tokens_per_s']:.0f}")
+        # refresh=False: the bar redraws at its own rate (tqdm's mininterval; 30 s in a log file), not at every step
+        bar.set_postfix(loss=f"{row['loss']:.4f}", tok_s=f"{row['tokens_per_s']:.0f}", refresh=False)
         bar.update(1)
         if o.max_tokens and state["tokens"] < o.max_tokens:  # a token budget: re-estimate the number of steps
             per_step = state["tokens"] / (step + 1)
             bar.total = min(total, step + 1 + math.ceil((o.max_tokens - state["tokens"]) / max(per_step, 1.0)))
-            bar.refresh()
         state["elapsed"] = time.perf_counter() - t_run
         _save_on_schedule(run, step, tokens, done)
         _kill_hook(step + 1)
@@ -315,8 +336,7 @@ def _step(run: Run, step: int) -> tuple[int, dict[str, Any], dict[str, float], d
     micro = run.sampler.batches(step)
     batches = [collate(rows, run.s_tok.pad_token_id, cfg.data.max_len) for rows in micro]
     denom = float(acc.reduce(torch.tensor(losses.denominator(batches), device=acc.device), "sum"))
-    beta = beta_at(cfg.distillm2, step, total, plan.steps_per_epoch, o.epochs, progress)
-    info = {"epoch": epoch, "beta": beta}
+    info = {"epoch": epoch, **losses.hook.step_info(step, total, plan.steps_per_epoch, o.epochs, progress)}
     step_terms: dict[str, float] = {}
     extra: dict[str, Any] = {}
     for m, b in enumerate(batches):
@@ -351,42 +371,23 @@ def _step(run: Run, step: int) -> tuple[int, dict[str, Any], dict[str, float], d
 
 
 def _save_on_schedule(run: Run, step: int, tokens: int, done: bool) -> None:
-    """Learning-curve snapshots at the token points the step crossed, and a checkpoint on ``save_every``."""
-    from accelerate.utils import gather_object
+    """Learning-curve snapshots at the token points the step crossed, and a checkpoint on ``save_every`` (steps) or
+    ``save_every_min`` (wall time; rank 0's clock decides for every rank)."""
+    from accelerate.utils import broadcast_object_list, gather_object
 
     cfg, acc, state = run.cfg, run.acc, run.state
     for point in cfg.snapshot_tokens:
         if state["tokens"] - tokens < point <= state["tokens"] and acc.is_main_process and not done:
             ckpt.save_snapshot(run.out_dir / "snapshots" / f"tokens-{point}", acc.unwrap_model(run.student),
                                run.s_tok, state)  # fmt: skip
-    if (cfg.save_every and (step + 1) % cfg.save_every == 0) or (done and cfg.checkpoint_at_end):
+    due = bool(cfg.save_every_min) and time.perf_counter() - run.timer["last_save"] >= 60 * cfg.save_every_min
+    if acc.num_processes > 1:
+        due = broadcast_object_list([due])[0]
+    if (cfg.save_every and (step + 1) % cfg.save_every == 0) or (done and cfg.checkpoint_at_end) or (due and not done):
+        run.timer["last_save"], run.timer["last_save_step"] = time.perf_counter(), step + 1
         state["teacher_charged"] = dict(run.teacher_resp.charged)
         ckpt.save_training_state(cfg, run.out_dir, step + 1, acc, run.student, run.optimizer, run.scheduler,
                                  run.sampler, run.losses, state, gather_object)  # fmt: skip
-
-
-def _reset_precision(precision: str) -> None:
-    """Let one process train several times at different precisions (a suite's fp32 teacher stage, then bf16
-    methods): accelerate keeps its mixed-precision setting in a process-wide singleton and refuses a change. Only
-    that setting is reset; the distributed state (process group, device) is kept."""
-    from accelerate.state import AcceleratorState
-
-    state = AcceleratorState._shared_state
-    if state and state.get("_mixed_precision") not in (None, precision):
-        AcceleratorState._reset_state(reset_partial_state=False)
-
-
-def _expected_steps(cfg: TrainConfig, total: int, train_ex: list[Example], tok, world: int) -> int:
-    """The progress bar's first guess of the step count: under a token budget, from the mean response length of
-    the data (pairs count twice); the bar re-estimates it from the real token counts after every step."""
-    if not cfg.optim.max_tokens:
-        return total
-    lengths = [len(tok(e.response, add_special_tokens=False)["input_ids"]) + 1 for e in train_ex if e.response]
-    if not lengths:
-        return total
-    rows = cfg.optim.batch_size * cfg.optim.grad_accum * world * (2 if METHODS[cfg.method].sampler == "batched" else 1)
-    per_step = rows * sum(lengths) / len(lengths)
-    return min(total, max(1, math.ceil(cfg.optim.max_tokens / per_step)))
 
 
 def _sum_dicts(dicts: list[dict[str, float]]) -> dict[str, float]:

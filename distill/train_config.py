@@ -7,13 +7,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from distill.config import ConfigError, require
+from distill.config import ConfigError, did_you_mean, require
 from distill.generation import SamplingParams
 from distill.losses import check_loss_kwargs
 from distill.methods import METHODS
 from distill.models import ModelConfig
 from distill.sampling import SAMPLERS, ReplaySchedule
 from distill.schedules import DistiLLM2Config
+
+#: GKD's on-policy fraction λ unless the config sets one
+GKD_LAMBDA_DEFAULT = 0.5
 
 
 @dataclass
@@ -85,7 +88,10 @@ class TeacherCacheConfig:
 class TrainConfig:
     method: str = field(default="kd", metadata={"help": "a METHODS name: sft, kd, seqkd, imitkd, gkd, distillm, ..."})
     teacher: ModelConfig = field(default_factory=lambda: ModelConfig(name="tiny-llama"))
-    student: ModelConfig = field(default_factory=lambda: ModelConfig(name="tiny-llama", prune_layers=2))
+    student: ModelConfig = field(
+        default_factory=lambda: ModelConfig(name="@teacher", prune_layers=2),
+        metadata={"help": "default: the teacher with 2 of its layers (student.name=@teacher)"},
+    )
     loss: str | None = field(default=None, metadata={"help": "override the method's loss (a LOSSES name)"})
     loss_kwargs: dict[str, Any] = field(default_factory=dict)
     reduction: Literal["token", "sequence"] | None = None
@@ -93,7 +99,11 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     distillm: DistiLLMConfig = field(default_factory=DistiLLMConfig)
     distillm2: DistiLLM2Config = field(default_factory=DistiLLM2Config)
-    gkd_lambda: float = field(default=0.5, metadata={"help": "GKD on-policy fraction", "min": 0.0, "max": 1.0})
+    gkd_lambda: float = field(
+        default=GKD_LAMBDA_DEFAULT,
+        metadata={"help": "GKD's on-policy fraction (methods with a fraction of their own refuse another)",
+                  "min": 0.0, "max": 1.0},
+    )  # fmt: skip
     student_sampling: SamplingParams | None = field(
         default=None,
         metadata={
@@ -124,6 +134,10 @@ class TrainConfig:
         },
     )
     save_every: int = field(default=0, metadata={"help": "checkpoint every N steps; 0 = only at the end", "min": 0})
+    save_every_min: float = field(
+        default=10.0,
+        metadata={"help": "also checkpoint once this many minutes passed since the last one (0: off)", "min": 0.0},
+    )
     snapshot_tokens: list[int] = field(
         default_factory=list,
         metadata={
@@ -144,7 +158,12 @@ class TrainConfig:
     seed: int = field(default=0, metadata={"min": 0})
 
     def __post_init__(self) -> None:
-        require(self.method in METHODS, f"unknown method {self.method!r}; allowed: {', '.join(METHODS)}")
+        require(
+            self.method in METHODS,
+            f"unknown method {self.method!r}{did_you_mean(self.method, METHODS)}; allowed: {', '.join(METHODS)}",
+        )
+        if self.student.name == "@teacher":  # derived from the teacher (pruned, quantised ...), as in suites
+            self.student.name = self.teacher.name
         sampler = METHODS[self.method].sampler
         require(
             sampler in SAMPLERS, f"method {self.method!r}: unknown sampler {sampler!r}; known: {', '.join(SAMPLERS)}"
@@ -153,6 +172,12 @@ class TrainConfig:
             self.validation != "off" or not METHODS[self.method].reads_validation,
             f"validation=off: method {self.method!r} adapts its off-policy ratio to the validation loss; "
             "use validation=on or auto",
+        )
+        own = METHODS[self.method].lam
+        require(
+            own is None or self.gkd_lambda in (own, GKD_LAMBDA_DEFAULT),
+            f"gkd_lambda={self.gkd_lambda}: method {self.method!r} fixes its own on-policy fraction at {own} "
+            "(distill/methods.py); drop gkd_lambda, or use a method that reads it (gkd)",
         )
         require(bool(self.data.train_file), "data.train_file is required (a JSONL file of {prompt, response?})")
         require(self.data.max_prompt_len < self.data.max_len, "data.max_prompt_len must be < data.max_len")
@@ -166,3 +191,7 @@ class TrainConfig:
 
 class TrainingError(RuntimeError):
     """Training cannot continue (e.g. a non-finite loss); the message is one line."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the message says where it stopped and where a rerun resumes."""

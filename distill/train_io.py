@@ -56,6 +56,7 @@ def finish(cfg, out_dir, acc, student, tok, state, total) -> dict[str, Any]:
             for p in sorted((out_dir / "snapshots").glob("tokens-*"), key=lambda p: int(p.name.split("-")[1]))
         ],
         "val_loss": state.get("val_loss"),
+        "truncated": state.get("truncated"),
         "final": str(out_dir / "final"),
     }
     if acc.is_main_process:

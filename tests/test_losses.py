@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -385,3 +386,21 @@ def test_generalized_jsd_matches_trl() -> None:
         theirs = gkd.GKDTrainer.generalized_jsd_loss(s, t, labels=labels, beta=beta)
         ours = compute_loss("generalized_jsd", s, t, mask=labels != -100, reduction="token", beta=beta)
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "name, kwargs, message",
+    [
+        ("skew_reverse_kl", {"alpha": 2.0}, "alpha=2.0 is out of range (must be in [0, 1])"),
+        ("skew_forward_kl", {"alpha": math.nan}, "alpha=nan is out of range"),
+        ("generalized_jsd", {"beta": -0.1}, "beta=-0.1 is out of range (must be in [0, 1])"),
+        ("dpkd", {"beta": 0.0}, "beta=0.0 is out of range (must be > 0)"),
+        ("distillm2_contrastive", {"alpha_student": 1.5}, "alpha_student=1.5 is out of range"),
+        ("skew_reverse_kl", {"stop_grad_mixture": 1}, "stop_grad_mixture must be true or false, got 1"),
+        ("generalized_jsd", {"beta": "0.5"}, "beta must be a number, got '0.5'"),
+    ],
+)
+def test_loss_hyperparameters_are_checked_against_their_range_when_the_config_loads(name, kwargs, message) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        check_loss_kwargs(name, kwargs)
+    assert check_loss_kwargs("distillm2_contrastive", {"beta": 3.0}).pairwise is False  # unbounded above

@@ -81,3 +81,38 @@ def test_a_method_naming_an_unknown_sampler_is_refused(tmp_path, monkeypatch):
     monkeypatch.setitem(METHODS, "typo", Method("on_polcy", "forward_kl"))
     with pytest.raises(ConfigError, match="unknown sampler 'on_polcy'"):
         load_config(TrainConfig, None, [f"data.train_file={tmp_path / 'x.jsonl'}", "method=typo"])
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.3, 0.5, 0.9, 1.0])
+def test_the_on_policy_fraction_is_lambda_from_the_first_steps(lam):
+    """Stratified micro-batches: any k consecutive ones hold floor(k λ) or ceil(k λ) on-policy batches, every rank
+    decides alike, and across seeds each micro-batch is on-policy with probability λ (GKD's coin's marginal)."""
+    import math
+
+    from distill.sampling import OnPolicyMixSampler
+
+    rows = [Row([1, i], [2], "data") for i in range(64)]
+    for seed in range(4):
+        sampler = OnPolicyMixSampler(Plan(2, 2, 64, 1), seed, rows, _generate, lam)
+        flags = [sampler.on_policy(g) for g in range(40)]
+        for k in (1, 2, 8, 40):
+            for start in range(0, 40 - k + 1):
+                assert math.floor(k * lam) <= sum(flags[start : start + k]) <= math.ceil(k * lam)
+        other_rank = OnPolicyMixSampler(Plan(2, 2, 64, 1, world_size=2, rank=1), seed, rows, _generate, lam)
+        assert [other_rank.on_policy(g) for g in range(40)] == flags
+        batches = sampler.batches(3)  # micro-batches 6 and 7
+        assert [b[0].is_student for b in batches] == flags[6:8] and sampler.stats["on_policy_fraction"] == sum(
+            flags[6:8]
+        ) / 2
+    first = [OnPolicyMixSampler(Plan(2, 2, 64, 1), s, rows, _generate, lam).on_policy(0) for s in range(400)]
+    assert abs(sum(first) / 400 - lam) < 0.08
+
+
+def test_a_method_with_its_own_on_policy_fraction_refuses_another(tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"prompt": "p", "response": "r"}\n')
+    with pytest.raises(ConfigError, match=r"gkd_lambda=0.9: method 'imitkd' fixes its own on-policy fraction at 1.0"):
+        load_config(TrainConfig, None, [f"data.train_file={data}", "method=imitkd", "gkd_lambda=0.9"])
+    assert (
+        load_config(TrainConfig, None, [f"data.train_file={data}", "method=gkd", "gkd_lambda=0.9"]).gkd_lambda == 0.9
+    )

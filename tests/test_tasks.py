@@ -214,6 +214,22 @@ def test_help_config_lists_every_key_with_its_type_default_and_help(command, key
         assert "the tasks' split to score" in lines["eval.split" if command == "run" else "split"]
 
 
+def test_help_config_shows_the_defaults_a_config_really_gets():
+    """Nested sections show their field's own default instance, not their class's defaults."""
+    from bench.suite import SuiteConfig
+    from distill.config import config_reference
+    from distill.train_config import TrainConfig
+
+    suite = SuiteConfig()
+    for key, _, default, _ in config_reference(SuiteConfig):
+        value = suite
+        for part in key.split("."):
+            value = getattr(value, part)
+        assert default == repr(value), key
+    train = {k: d for k, _, d, _ in config_reference(TrainConfig)}
+    assert train["teacher_sampling.temperature"] == "0.8" and train["student.prune_layers"] == "2"
+
+
 def test_environment_errors_and_interrupts_end_in_one_line(monkeypatch, capsys):
     import errno
 

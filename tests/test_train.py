@@ -71,7 +71,7 @@ def test_every_method_trains_and_writes_outputs(method, train_data, teacher_dir,
         f"method={method}",
         "optim.max_steps=8",
         "distillm.phi_init=0.9",
-        "gkd_lambda=0.9",
+        *(["gkd_lambda=0.9"] if METHODS[method].lam is None else []),  # the others fix their own fraction
     )
     assert [r["step"] for r in rows] == list(range(1, 9))
     first, last = sum(r["loss"] for r in rows[:2]) / 2, sum(r["loss"] for r in rows[-2:]) / 2
@@ -345,7 +345,7 @@ def test_config_errors(train_data):
         load_config(TrainConfig, None, [f"data.train_file={train_data}", "method=distillm", "loss_kwargs.gamma=1"])
     with pytest.raises(ConfigError, match="data.train_file is required"):
         load_config(TrainConfig, None, [])
-    with pytest.raises(ConfigError, match="unknown method 'minillm'; allowed: sft, kd"):
+    with pytest.raises(ConfigError, match="unknown method 'minillm' \\(did you mean 'distillm'\\?\\); allowed: sft, kd"):
         load_config(TrainConfig, None, [f"data.train_file={train_data}", "method=minillm"])
     with pytest.raises(ConfigError, match="validation=off: method 'distillm' adapts"):
         load_config(TrainConfig, None, [f"data.train_file={train_data}", "method=distillm", "validation=off"])
@@ -368,7 +368,7 @@ def test_student_sampling_is_per_method_and_the_length_cap_keeps_it(train_data):
 
 def test_progress_bar_guesses_the_step_count_of_a_token_budget(train_data):
     from distill.data import Example
-    from distill.train import _expected_steps
+    from distill.schedules import expected_steps
 
     def tok(text, add_special_tokens=False):  # one token per word
         return {"input_ids": text.split()}
@@ -380,8 +380,8 @@ def test_progress_bar_guesses_the_step_count_of_a_token_budget(train_data):
             None,
             [f"data.train_file={train_data}", f"method={method}", "optim.batch_size=2", f"optim.max_tokens={budget}"],
         )
-        assert _expected_steps(cfg, 50, examples, tok, world=1) == expected  # 12 tokens/step (24 with pairs)
-    assert _expected_steps(cfg, 50, [Example(prompt="p", response=None)], tok, world=1) == 50
+        assert expected_steps(cfg, 50, examples, tok, world=1) == expected  # 12 tokens/step (24 with pairs)
+    assert expected_steps(cfg, 50, [Example(prompt="p", response=None)], tok, world=1) == 50
 
 
 @pytest.mark.parametrize("method", ["kd", "distillm"])
@@ -481,10 +481,65 @@ def test_a_missing_validation_file_is_named_as_such(tmp_path):
         split_examples(cfg.data, cfg.seed)
 
 
-def test_a_method_that_reads_validation_refuses_to_run_without_validation_rows(train_data, tmp_path):
+def test_a_method_that_reads_validation_refuses_to_run_without_validation_rows(train_data, tmp_path, monkeypatch):
+    import distill.train
     from distill.data import Example, validation_rows
 
+    def no_model(*a, **k):
+        raise AssertionError("refused only after loading a model")
+
+    monkeypatch.setattr(distill.train, "load_from_config", no_model)  # the refusal comes before any model loads
     cfg = load_config(TrainConfig, None, [f"data.train_file={train_data}", "method=distillm", "data.val_fraction=0"])
     with pytest.raises(ValueError, match="'distillm' adapts to the validation loss, but data.val_fraction=0.0 gives"):
-        validation_rows(None, [], cfg.data, required_by="distillm")
+        train(cfg)
     assert validation_rows(None, [Example(prompt="p", response=None)], cfg.data) == []  # no response: not a row
+
+
+def test_a_finished_token_budget_run_is_complete_on_rerun(train_data, teacher_dir, tmp_path, capsys):
+    """A budget run stops before its last planned step; rerunning it must not train past the budget."""
+    extra = ("method=sft", "optim.max_tokens=150", "optim.epochs=100", "checkpoint_at_end=true")
+    _, rows = run(train_data, teacher_dir, tmp_path, *extra)
+    before, summary = weights(tmp_path), json.loads((tmp_path / "summary.json").read_text())
+    _, again = run(train_data, teacher_dir, tmp_path, *extra[:-1], "resume=auto")
+    assert "already complete" in capsys.readouterr().err
+    assert again == rows and json.loads((tmp_path / "summary.json").read_text())["steps"] == summary["steps"]
+    assert all(torch.equal(before[k], v) for k, v in weights(tmp_path).items())
+
+
+def test_checkpoints_by_wall_time(train_data, teacher_dir, tmp_path):
+    """``save_every_min`` checkpoints once that much time passed since the last one (here: after every step)."""
+    run(train_data, teacher_dir, tmp_path, "method=sft", "optim.max_steps=4", "save_every_min=1e-9",
+        "checkpoint_at_end=false", "keep_checkpoints=2")  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-00000002", "step-00000003"]
+
+
+def test_ctrl_c_says_where_it_stopped_and_the_rerun_resumes_to_the_same_weights(
+    train_data, teacher_dir, tmp_path, monkeypatch, capsys
+):
+    from distill.train_config import TrainingInterrupted
+
+    extra = ("method=gkd", "optim.max_steps=6", "save_every=2", "save_every_min=0")
+    run(train_data, teacher_dir, tmp_path / "whole", *extra)
+    monkeypatch.setenv("DISTILLM_FAULT_KILL_AT_STEP", "5")
+    monkeypatch.setenv("DISTILLM_FAULT_SIGNAL", "SIGINT")
+    with pytest.raises(TrainingInterrupted, match=r"^interrupted at step 5; .* resume from step 4$"):
+        run(train_data, teacher_dir, tmp_path / "cut", *extra)
+    monkeypatch.delenv("DISTILLM_FAULT_KILL_AT_STEP")
+    capsys.readouterr()
+    run(train_data, teacher_dir, tmp_path / "cut", *extra, "resume=auto")
+    assert "resumed from step 4" in capsys.readouterr().err
+    whole, cut = weights(tmp_path / "whole"), weights(tmp_path / "cut")
+    assert all(torch.equal(whole[k], cut[k]) for k in whole)
+
+
+def test_truncated_prompts_and_responses_are_counted_and_warned_about(train_data, teacher_dir, tmp_path, capsys):
+    run(train_data, teacher_dir, tmp_path / "fits", "method=sft", "optim.max_steps=1")
+    fits = json.loads((tmp_path / "fits" / "summary.json").read_text())["truncated"]
+    assert fits["prompts"] == fits["responses"] == 0 and fits["examples"] > 0
+    assert "warning: truncated" not in capsys.readouterr().err
+    run(train_data, teacher_dir, tmp_path / "cut", "method=sft", "optim.max_steps=1", "data.max_prompt_len=3",
+        "data.max_len=5")  # fmt: skip
+    cut = json.loads((tmp_path / "cut" / "summary.json").read_text())["truncated"]
+    assert cut["prompts"] == cut["examples"] == fits["examples"] and cut["responses"] == cut["with_response"]
+    err = capsys.readouterr().err
+    assert f"warning: truncated {cut['examples']} of {cut['examples']} prompts (data.max_prompt_len=3)" in err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -361,3 +362,30 @@ def test_a_second_run_on_one_directory_refuses_and_a_stale_lock_is_taken_over(tm
         assert lock.read_text().strip() == str(os.getpid())
         with pytest.raises(RunLockedError), run_lock(run.run_dir):  # and holds it: a second holder is refused
             pass
+    # --wait: a second run waits for the holder instead of refusing, then takes the lock
+    brief = hold.replace("time.sleep(30)", "time.sleep(1.5)")
+    holder = subprocess.Popen([sys.executable, "-c", brief, str(lock)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        start = time.perf_counter()
+        with run_lock(run.run_dir, wait=True):
+            assert lock.read_text().strip() == str(os.getpid())  # taken once the holder let go
+        assert time.perf_counter() - start > 0.5  # it waited
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_per_method_rate_shares_the_sweeps_training_stage_and_leaves_other_keys_alone():
+    """``method_overrides: {gkd: [optim.lr=X]}`` trains as the sweep's ``train.lr=X`` does: one stage key for both."""
+    from bench.sweep import sweep_variant
+
+    base = load_suite("world")
+    chosen = load_suite("world", ["train.method_overrides={gkd: [optim.lr=1e-3, distillm.phi_init=0.2]}"])
+    plain, per_method, swept = SuiteRun(base), SuiteRun(chosen), SuiteRun(sweep_variant(base, 1e-3))
+    key = lambda run, name: run.by_name(name).key  # noqa: E731
+    assert key(per_method, "train:sft:s0") == key(plain, "train:sft:s0")  # other methods keep their stages
+    # the rate is folded into the key, but another override still counts
+    assert key(per_method, "train:gkd:s0") != key(swept, "train:gkd:s0")
+    only_lr = SuiteRun(load_suite("world", ["train.method_overrides={gkd: [optim.lr=1e-3]}"]))
+    assert key(only_lr, "train:gkd:s0") == key(swept, "train:gkd:s0") != key(plain, "train:gkd:s0")
