@@ -345,7 +345,9 @@ def test_config_errors(train_data):
         load_config(TrainConfig, None, [f"data.train_file={train_data}", "method=distillm", "loss_kwargs.gamma=1"])
     with pytest.raises(ConfigError, match="data.train_file is required"):
         load_config(TrainConfig, None, [])
-    with pytest.raises(ConfigError, match="unknown method 'minillm' \\(did you mean 'distillm'\\?\\); allowed: sft, kd"):
+    with pytest.raises(
+        ConfigError, match="unknown method 'minillm' \\(did you mean 'distillm'\\?\\); allowed: sft, kd"
+    ):
         load_config(TrainConfig, None, [f"data.train_file={train_data}", "method=minillm"])
     with pytest.raises(ConfigError, match="validation=off: method 'distillm' adapts"):
         load_config(TrainConfig, None, [f"data.train_file={train_data}", "method=distillm", "validation=off"])
