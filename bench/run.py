@@ -494,7 +494,7 @@ class SuiteRun:
 
 
 def _fault_hook(n_done: int) -> None:
-    """Fault injection for tests: ``DISTILLM_FAULT_KILL_AFTER_STAGES=N`` SIGKILLs the run after N stages."""
+    """Fault injection: ``DISTILLM_FAULT_KILL_AFTER_STAGES=N`` sends SIGKILL (or ``DISTILLM_FAULT_SIGNAL``) after N."""
     at = os.environ.get("DISTILLM_FAULT_KILL_AFTER_STAGES")
     if at is not None and int(at) == n_done:
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), getattr(signal, os.environ.get("DISTILLM_FAULT_SIGNAL", "SIGKILL")))

@@ -4,6 +4,7 @@ value fails when the config is built, before any work starts."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -179,6 +180,7 @@ class TrainConfig:
             f"gkd_lambda={self.gkd_lambda}: method {self.method!r} fixes its own on-policy fraction at {own} "
             "(distill/methods.py); drop gkd_lambda, or use a method that reads it (gkd)",
         )
+        require(not os.path.isfile(self.output_dir), f"output_dir={self.output_dir} is a file, not a directory")
         require(bool(self.data.train_file), "data.train_file is required (a JSONL file of {prompt, response?})")
         require(self.data.max_prompt_len < self.data.max_len, "data.max_prompt_len must be < data.max_len")
         loss = self.loss or METHODS[self.method].loss

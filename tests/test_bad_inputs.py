@@ -58,6 +58,7 @@ CASES = [
     ("train-distillm-no-val", [*TRAIN, "method=distillm", "data.val_fraction=0"], ["'distillm'", "validation"]),
     ("train-unknown-teacher", [*TRAIN, "teacher.name=no-such-model"], ["no-such-model"]),
     ("train-resume-missing", [*TRAIN, "resume=ckpt/step-00000009"], ["resume checkpoint not found"]),
+    ("train-output-is-a-file", [*TRAIN, "output_dir=a_file"], ["a_file"]),
     # ---- run / sweep: suites
     ("run-unknown-suite", ["run", "no-such-suite", "--plan"], ["no-such-suite"]),
     ("run-typo", ["run", "world", "trian.lr=1e-3", "--plan"], ["trian"]),

@@ -115,3 +115,32 @@ def test_a_second_suite_reuses_every_stage_it_shares_and_gc_keeps_them(tmp_path)
     assert again["ran"] == []
     assert json.loads((first.run_dir / "records" / "sft-s0.json").read_text())["run_id"] == first.cfg.resolved_run_id
     assert store.gc(tmp_path)[0] == []  # every entry is referenced
+
+
+@pytest.mark.slow  # ~40 s: a tiny world suite interrupted twice (Ctrl-C, then SIGKILL mid-training), resumed
+def test_run_interrupted_by_ctrl_c_and_sigkill_resumes_to_the_uninterrupted_records(tmp_path):
+    import subprocess
+    import sys
+
+    from bench.cli import main
+    from tests.test_world_suite import TINY
+
+    args = ["run", "world", f"output_root={tmp_path / 'cut'}", "cache_dir=" + str(tmp_path / "cache"), *TINY,
+            "methods=[sft,gkd]"]  # fmt: skip
+    os.environ["DISTILLM_FAULT_KILL_AFTER_STAGES"], os.environ["DISTILLM_FAULT_SIGNAL"] = "3", "SIGINT"
+    try:
+        assert main(args) == 130  # Ctrl-C after three stages
+    finally:
+        del os.environ["DISTILLM_FAULT_KILL_AFTER_STAGES"], os.environ["DISTILLM_FAULT_SIGNAL"]
+    env = {**os.environ, "DISTILLM_FAULT_KILL_AT_STEP": "3", "HF_HUB_OFFLINE": "1"}  # SIGKILL inside a training
+    killed = subprocess.run([sys.executable, "-m", "bench.cli", *args], env=env, capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert main(args) == 0
+    whole = ["run", "world", f"output_root={tmp_path / 'whole'}", *args[3:]]
+    assert main(whole) == 0
+
+    def records(root: Path) -> dict:
+        run_dir = next(p for p in root.iterdir() if p.name != "stages")
+        return {p.stem: json.loads(p.read_text())["metrics"] for p in (run_dir / "records").glob("*.json")}
+
+    assert records(tmp_path / "cut") == records(tmp_path / "whole") and len(records(tmp_path / "whole")) == 4

@@ -380,7 +380,7 @@ def test_a_per_method_rate_shares_the_sweeps_training_stage_and_leaves_other_key
     """``method_overrides: {gkd: [optim.lr=X]}`` trains as the sweep's ``train.lr=X`` does: one stage key for both."""
     from bench.sweep import sweep_variant
 
-    base = load_suite("world")
+    base = load_suite("world", ["train.method_overrides={}"])
     chosen = load_suite("world", ["train.method_overrides={gkd: [optim.lr=1e-3, distillm.phi_init=0.2]}"])
     plain, per_method, swept = SuiteRun(base), SuiteRun(chosen), SuiteRun(sweep_variant(base, 1e-3))
     key = lambda run, name: run.by_name(name).key  # noqa: E731
