@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from tabulate import tabulate
 
@@ -28,6 +29,11 @@ def _main(args: argparse.Namespace) -> int:
         n_cached = sum(r["status"] == "cached" for r in rows)
         print(f"{len(rows)} stages, {n_cached} cached; estimated time for the rest: {todo / 60:.1f} min")
         return 0
+    rows = run.plan(force=args.force)
+    done = sum(r["status"] == "cached" for r in rows)
+    if done:  # a rerun (or stages another run computed) says what it reuses
+        print(f"{done} of {len(rows)} stages already done (reused from {run.run_dir.parent / 'stages'}); "
+              f"running the other {len(rows) - done}", file=sys.stderr)  # fmt: skip
     summary = run.run(force=args.force, until=args.until, wait=args.wait)
     if args.until:
         print(f"stopped after stage {args.until} (ran: {', '.join(summary['ran']) or 'nothing'}) in {run.run_dir}")

@@ -18,6 +18,7 @@ import datetime as dt
 import importlib.metadata as md
 import os
 import platform
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -186,6 +187,7 @@ def _evaluate_into(dest: Path, cfg, tasks, builtin, examples, specs, seeds, run_
             per_seed[BUILTIN_PREFIX + name] = [{"seed": seed, **out["results"].get(name, {})}]
             samples[BUILTIN_PREFIX + name] = [{"seed": seed, **_jsonable(s)} for s in out["samples"].get(name, [])]
         lm_eval_meta = out["lm_eval"]
+    shutil.rmtree(work_dir / "hf_cache", ignore_errors=True)  # datasets' scratch copy (arrow files, .lock files)
     for name, rows in samples.items():
         atomic_write_jsonl(dest / "samples" / f"{name.replace(':', '_')}.jsonl", rows)
     record = {

@@ -228,8 +228,11 @@ def evaluate(
     Returns ``{"results": {task: {metric: value}}, "samples": {task: [lm-eval sample logs]}, "lm_eval": {...}}``.
     """
     import lm_eval
+    import lm_eval.evaluator
     from lm_eval.tasks import TaskManager
 
+    # lm-eval runs `git describe` and lets git print "fatal: not a git repository" outside a checkout
+    lm_eval.evaluator.get_git_commit_hash = _quiet_git_hash
     specs: list[Any] = [r.config for r in runs]
     if builtin:
         manager = TaskManager()  # built-in tasks need the full index (and the hub)
@@ -288,3 +291,14 @@ def quiet_lm_eval() -> None:
     import datasets
 
     datasets.disable_progress_bars()
+
+
+def _quiet_git_hash() -> str | None:
+    """lm-eval's ``get_git_commit_hash`` without git's stderr (the record's own provenance holds the commit)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "describe", "--always"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None

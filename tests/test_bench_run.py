@@ -123,6 +123,7 @@ def test_smoke_suite_end_to_end_killed_and_resumed(tmp_path):
     assert len(done) == 6
     resumed = _run(args)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "6 of " in resumed.stderr and " stages already done" in resumed.stderr  # says what it resumed
     summary = json.loads((run_dir / "run_summary.json").read_text())
     assert len(summary["skipped"]) == 6 and len(summary["ran"]) == len(summary["skipped"] + summary["ran"]) - 6
     for name in (

@@ -156,7 +156,7 @@ def test_the_shipped_example_configs_load_and_the_smallest_one_trains(tmp_path):
     examples = Path(__file__).resolve().parent.parent / "bench" / "configs" / "examples"
     data = write_synthetic_data(tmp_path / "d.jsonl", 24)
     names = sorted(p.name for p in examples.glob("*.yaml"))
-    assert names == ["eval.yaml", "suite_custom.yaml", "train_distillm.yaml", "train_distillm2.yaml",
+    assert names == ["eval.yaml", "generate.yaml", "suite_custom.yaml", "train_distillm.yaml", "train_distillm2.yaml",
                      "train_gkd.yaml", "train_kd.yaml"]  # fmt: skip
     for name in names:
         path = examples / name
@@ -165,6 +165,10 @@ def test_the_shipped_example_configs_load_and_the_smallest_one_trains(tmp_path):
             assert cfg.method == name[len("train_") : -len(".yaml")]
         elif name == "eval.yaml":
             assert load_config(EvalConfig, path, []).tasks
+        elif name == "generate.yaml":
+            from bench.cmd_generate import GenerateConfig
+
+            assert load_config(GenerateConfig, path, []).sampling.n == 2
         else:
             assert load_suite(str(path)).methods == ["sft", "kd"]
     cfg = load_config(TrainConfig, examples / "train_kd.yaml",

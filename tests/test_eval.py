@@ -23,7 +23,10 @@ def test_eval_one_task_per_category(tmp_path, capsys):
         + ["limit=2", "limits={arith: 3}", "max_new_tokens=8", "batch_size=4", f"output_dir={tmp_path}", "run_name=r"]
     )
     assert rc == 0
-    assert "wrote" in capsys.readouterr().out
+    out = capsys.readouterr()
+    assert "wrote" in out.out and "fatal:" not in out.err  # lm-eval's `git describe` is kept quiet
+    assert not (tmp_path / "r" / "lm_eval_data" / "hf_cache").exists()  # datasets' scratch copy and its locks
+    assert not list(tmp_path.glob(".r.*"))  # the atomic run dir's temp dir is gone
     record = _record(tmp_path, "r")
     assert set(record["tasks"]) == {"string-ops", "tiny-func", "arith"}
     for name, info in record["tasks"].items():
