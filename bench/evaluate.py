@@ -147,8 +147,16 @@ def run_eval(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
     seeds = cfg.seeds or (DISTILLM_SEEDS if cfg.protocol == "distillm" else [0])
     run_name = cfg.run_name or f"{Path(cfg.model).name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     run_dir = Path(cfg.output_dir) / run_name
-    with atomic_dir(run_dir) as tmp:  # nothing half-written: the run dir appears whole, or not at all
-        record = _evaluate_into(tmp, cfg, tasks, builtin, examples, specs, seeds, run_name, start)
+    work: list[Path] = []
+    try:
+        with atomic_dir(run_dir) as tmp:  # nothing half-written: the run dir appears whole, or not at all
+            work.append(tmp)
+            record = _evaluate_into(tmp, cfg, tasks, builtin, examples, specs, seeds, run_name, start)
+    except OSError as err:  # name the destination, not the temporary directory it was being written in
+        where = Path(str(err.filename2 or err.filename or ""))
+        if err.errno is None or not work or not where.is_relative_to(work[0]):
+            raise
+        raise OSError(err.errno, err.strerror, str(run_dir / where.relative_to(work[0]))) from None
     record["run_dir"] = str(run_dir)
     return record
 

@@ -104,6 +104,11 @@ CASES = [
     ("score-missing-samples", ["score", "humaneval", "--samples", "missing.jsonl"], ["missing.jsonl"]),
     ("score-bad-samples", ["score", "humaneval", "--samples", "samples.jsonl"], ["samples.jsonl"]),
     ("leaderboard-no-records", ["leaderboard", "nothing"], ["nothing"]),
+    (
+        "eval-output-is-a-file",
+        ["eval", "--model", "tiny-llama", "--tasks", "arith", "limit=1", "output_dir=a_file"],
+        ["a_file"],
+    ),  # fmt: skip
     ("gc-missing-root", ["gc", "--root", "nope"], ["nope"]),
 ]
 
@@ -159,8 +164,8 @@ def test_disk_full_and_read_only_are_one_line_and_leave_no_half_written_file(cod
     argv = ["eval", "--model", "tiny-llama", "--tasks", "arith", "limit=1", "output_dir=ev", "max_new_tokens=2"]
     assert main(argv) == 2
     full = capsys.readouterr().err
-    err = full.rstrip("\n").split("\n")[-1]  # after lm-eval's progress bars
-    assert err.startswith(f"distillm-bench eval: error: {reason}: ") and err.endswith("/record.json"), err
-    assert "Traceback" not in full
+    err = full.rstrip("\n").split("\n")[-1]  # the one line after lm-eval's own progress bars
+    assert err.startswith(f"distillm-bench eval: error: {reason}: ev/tiny-llama-") and ".tmp" not in err, err
+    assert err.endswith("/record.json") and "Traceback" not in full, err
     leftovers = list((workdir / "ev").iterdir()) if (workdir / "ev").exists() else []
     assert leftovers == [], leftovers  # no run dir, no temp dir, no partial lm_eval_data
