@@ -232,6 +232,7 @@ class SuiteConfig:
 
     def __post_init__(self) -> None:
         require(bool(self.methods), "a suite needs at least one method")
+        require(not Path(self.output_root).is_file(), f"output_root={self.output_root} is a file, not a directory")
         unknown = [m for m in self.methods if m not in METHODS]
         require(
             not unknown,

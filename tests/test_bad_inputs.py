@@ -84,7 +84,7 @@ CASES = [
     ("run-force-unknown", ["run", "world", "--plan", "--force", "nope"], ["--force 'nope'"]),
     ("run-until-unknown", ["run", "world", "--until", "nope", "output_root=results"], ["--until 'nope'"]),
     ("run-negative-budget", ["run", "world", "train.token_budget=-5", "--plan"], ["token_budget"]),
-    ("run-output-root-is-a-file", ["run", "world", "output_root=a_file", "--until", "prompts"], ["a_file"]),
+    ("run-output-root-is-a-file", ["run", "world", "output_root=a_file", "--plan"], ["output_root=a_file is a file"]),
     ("sweep-duplicate-rates", ["sweep", "world", "--lr", "1e-3,1e-3"], ["duplicate"]),
     ("sweep-negative-rate", ["sweep", "world", "--lr=-1e-3"], ["> 0"]),
     (
