@@ -180,7 +180,8 @@ def test_two_process_ddp_equals_one_process(train_data, teacher_dir, tmp_path):
 
 @pytest.mark.parametrize(
     "method",
-    ["kd", pytest.param("distillm", marks=pytest.mark.slow), pytest.param("distillm2", marks=pytest.mark.slow)],
+    # all slow (subprocesses): the default set keeps the in-process Ctrl-C + resume == uninterrupted test below
+    [pytest.param(m, marks=pytest.mark.slow) for m in ("kd", "distillm", "distillm2")],
 )
 def test_sigkill_and_resume_is_bitwise_equal(method, train_data, teacher_dir, tmp_path):
     common = [
