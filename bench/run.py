@@ -186,8 +186,8 @@ class SuiteRun:
         return [s for s in self.stages if any(s.name == f or s.name.startswith(f + ":") for f in force)]
 
     def plan(self, force: list[str] | tuple[str, ...] = ()) -> list[dict[str, Any]]:
-        """Every stage with its key and whether it is cached (a forced stage is shown as to be redone)."""
-        store.adopt_all(self.run_dir.parent)  # run dirs from before the shared store: their stages become shared
+        """Every stage with its key and whether it is cached (a forced stage is shown as to be redone). Reads only:
+        a stage still in a run directory from before the store counts as cached (``Stage.done``)."""
         redo = {s.name for s in self.forced(force)}
         rows = []
         for s in self.stages:
@@ -239,7 +239,6 @@ class SuiteRun:
             bar.set_postfix_str(s.name)
             d = s.dir(self.run_dir)
             with stage_lock(d):  # another run computing the same stage: wait for it, then reuse its result
-                store.adopt(self.run_dir, d)
                 if s.name in redo:
                     shutil.rmtree(d, ignore_errors=True)
                 if (d / "done.json").is_file():

@@ -200,8 +200,11 @@ def attach_record(run: SuiteRun, stage: str, d: Path) -> None:
     """A cached eval stage, perhaps computed for another run (the shared store): its record, as this run's, under
     ``<run>/records/``. The metrics are the stage's; the run fields are this run's, and ``computed_for`` names the
     run that computed it."""
-    own, done = d / "record.json", json.loads((d / "done.json").read_text())
-    if not stage.startswith("eval:") or not own.is_file() or "record" not in done:
+    own = d / "record.json"
+    if not stage.startswith("eval:") or not own.is_file():
+        return
+    done = json.loads((d / "done.json").read_text())
+    if "record" not in done:
         return
     rec, c = json.loads(own.read_text()), run.cfg
     if rec.get("suite_hash") != c.hash:
