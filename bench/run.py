@@ -38,18 +38,20 @@ from typing import Any
 from bench import store
 from bench.contention import PeakRSS, threads_summary
 from bench.run_eval import attach_record, evaluate_model
+from bench.stage_config import Inputs, config_key, init_config, method_config, planned, teacher_config
 from bench.store import stage_lock, store_root
-from bench.suite import TEACHER_TRAIN_BASE, SuiteConfig, as_dict, fold_method_overrides
+from bench.suite import SuiteConfig, as_dict
 from bench.tables import write_throughput
 from distill.atomic import atomic_write_json, atomic_write_jsonl
-from distill.config import load_config, save_config
-from distill.methods import METHODS
+from distill.config import save_config
 
 #: Part of every stage key. Bump it when a stage's outputs change for the same suite config (a fix in the
 #: trainer, the evaluation or the data path), so that no run reuses stages computed by the older code.
 #: 2: eval.max_new_tokens reaches the tasks; on-policy sampling keeps each method's temperature; chunked loss.
 #: 3: validation prompts distinct from held-out ones; LR schedules decay over the token budget; labelled subset.
-PIPELINE_VERSION = 3
+#: 4: training stages keyed by the hash of their real TrainConfig (bench/stage_config.py); the teacher's
+#:    ModelConfig and sampling settings reach the trainer whole.
+PIPELINE_VERSION = 4
 
 
 def _sha(obj: Any) -> str:
@@ -108,9 +110,11 @@ class SuiteRun:
         c, est = self.cfg, self.cfg.estimate
         teacher_deps = []
         if c.teacher_train.enabled:
+            tt = as_dict(c)["teacher_train"]
+            gold = {k: tt[k] for k in ("tasks", "examples_per_task", "task_weights")}  # what gold.jsonl holds
             self._add(
                 "teacher",
-                {"model": as_dict(c)["teacher"], "train": as_dict(c)["teacher_train"]},
+                {"gold": gold, "config": config_key(teacher_config(c, "@teacher:gold", "@stage"))},
                 [],
                 self._run_teacher,
                 est.teacher_train_s,
@@ -125,22 +129,19 @@ class SuiteRun:
             self._run_responses,
             est.teacher_gen_s_per_prompt * n_prompts,
         )
-        shape = {k: as_dict(c)["train"][k] for k in ("max_prompt_len", "max_len", "mixed_precision")}
-        init_spec = {"student": as_dict(c)["student"], "init": as_dict(c)["init"], "train": shape}
+        inputs = planned(c)
         self._add(
             "init",
-            init_spec,
+            {"config": config_key(init_config(c, inputs))},
             ["responses", *teacher_deps],
             self._run_init,
             est.init_s_per_example_epoch * c.prompts.n_train * c.init.epochs + 10,
         )
-        train_spec = {k: v for k, v in as_dict(c)["train"].items() if k != "method_overrides"}
         for method in c.methods:
-            m_train, m_over = fold_method_overrides(train_spec, c.train.method_overrides.get(method, []))
             for seed in c.seeds:
-                spec = {"method": method, "seed": seed, "train": m_train, "method_overrides": m_over}
-                if METHODS[method].sampler == "on_policy" and METHODS[method].lam != 1.0:
-                    spec["on_policy"] = "stratified"  # replaced a coin per micro-batch (ImitKD, at 1, is unchanged)
+                # the key is the hash of the stage's real TrainConfig: two suites (or a sweep and a suite) that
+                # train a method the same way share the stage
+                spec = {"config": config_key(method_config(c, method, seed, inputs))}
                 tokens = c.train.token_budget or c.train.epochs * c.prompts.n_train * c.teacher_sampling.max_new_tokens
                 cost = est.train_s_per_1k_tokens.get(method, 2.0) * tokens / 1000 + est.stage_overhead_s
                 self._add(
@@ -311,23 +312,7 @@ class SuiteRun:
             for ex in pool[:n]:
                 rows.append({"prompt": task.prompt(ex), "response": task.gold(ex).strip()})
         atomic_write_jsonl(d / "gold.jsonl", rows)
-        base = as_dict(self.cfg)["teacher"]
-        overrides = [
-            "method=sft",
-            f"teacher.name={base['name']}",
-            f"student.name={base['name']}",
-            f"data.train_file={d / 'gold.jsonl'}",
-            "data.val_fraction=0",
-            f"optim.epochs={tt.epochs}",
-            f"optim.lr={tt.lr}",
-            f"optim.batch_size={tt.batch_size}",
-            f"output_dir={d / 'train'}",
-            "resume=auto",
-            *TEACHER_TRAIN_BASE,
-            "checkpoint_at_end=false",
-            *tt.overrides,
-        ]
-        summary = self._train(overrides)
+        summary = self._train(teacher_config(self.cfg, str(d / "gold.jsonl"), str(d / "train")))
         return {"model": str(d / "train" / "final"), "train": summary}
 
     def _run_prompts(self, d: Path) -> dict[str, Any]:
@@ -344,13 +329,18 @@ class SuiteRun:
         return out
 
     def _run_responses(self, d: Path) -> dict[str, Any]:
-        from distill.generation import HFGenerator
+        """The teacher's responses to each prompt slice, through the trainer's own code path
+        (:class:`TeacherResponses`, epoch 0): the train slice is encoded and capped exactly as the training stages
+        encode it, so SeqKD's and DistiLLM-2's epoch 0 are read from ``generations/`` here, not sampled again."""
+        from distill.data import encode_prompt
+        from distill.generation import HFGenerator, TeacherResponses, teacher_sampling_for
         from distill.models import load_from_config
 
         c = self.cfg
-        model, tok = load_from_config(self._teacher_model())
-        gen = HFGenerator(model, tok, batch_size=c.train.gen_batch_size, progress="teacher responses")
-        out = {}
+        teacher_cfg = self._teacher_model()
+        model, tok = load_from_config(teacher_cfg)
+        data = init_config(c, planned(c)).data  # the training stages' prompt encoding and length
+        out: dict[str, Any] = {"generations": str(d / "generations")}
         for split in ("train", "val", "heldout", "labelled"):
             src = [json.loads(x) for x in Path(self.output("prompts")[split]).read_text().splitlines()]
             prompts = [r["prompt"] for r in src]
@@ -373,114 +363,50 @@ class SuiteRun:
                     for r in src
                 ]
             else:
-                comps = gen.generate(prompts, c.teacher_sampling)
+                if split == "train":  # encoded and capped exactly as the training stages encode it
+                    ids = [encode_prompt(tok, p, data.max_prompt_len, data.chat) for p in prompts]
+                    sp = teacher_sampling_for(c.teacher_sampling, ids, data.max_len)
+                else:  # not trained on: whole prompts, the suite's own length
+                    ids = HFGenerator(model, tok).encode_prompts(prompts)
+                    sp = teacher_sampling_for(c.teacher_sampling, ids, None)
+                gen = TeacherResponses(teacher_cfg, model, tok, ids, sp, d / "generations", c.train.gen_batch_size)
                 rows = [
-                    {
-                        "prompt": p,
-                        "response": cs[0].text,
-                        "finish_reason": cs[0].finish_reason,
-                        "tokens": len(cs[0].token_ids),
-                    }
-                    for p, cs in zip(prompts, comps, strict=True)
+                    {"prompt": p, "response": r["text"], "finish_reason": r["finish_reason"], "tokens": len(r["ids"])}
+                    for p, r in zip(prompts, gen.rows(0), strict=True)
                 ]
             atomic_write_jsonl(d / f"{split}.jsonl", rows)
             out[split] = str(d / f"{split}.jsonl")
             out[f"{split}_tokens"] = sum(r["tokens"] for r in rows)
         return out
 
-    def _train_file(self, ground_truth: bool) -> str:
-        """The init and SFT train on the labelled ground truth where the suite has one; the distillation methods
-        on the teacher's responses to the (larger) prompt pool."""
+    def _inputs(self, out_dir: Path, init: bool = False) -> Inputs:
+        """The paths a training stage reads, from the finished stages before it (``init``: the init stage itself,
+        which has no init to read)."""
         responses = self.output("responses")
-        return responses["labelled"] if ground_truth and self.cfg.prompts.n_labelled else responses["train"]
+        return Inputs(
+            teacher=self._teacher_model(),
+            init="" if init else self.output("init")["model"],
+            train_file=responses["train"],
+            val_file=responses["val"],
+            labelled_file=responses["labelled"] if self.cfg.prompts.n_labelled else None,
+            teacher_responses=responses["generations"],
+            output_dir=str(out_dir),
+        )
 
-    def _common_train(self, out_dir: Path, ground_truth: bool = False) -> list[str]:
-        c, t = self.cfg, self.cfg.train
-        tm = self._teacher_model()
-        ov = [
-            f"teacher.name={tm.name}",
-            f"teacher.dtype={tm.dtype}",
-            f"data.train_file={self._train_file(ground_truth)}",
-            # validation prompts only: DistiLLM's schedule never reads the held-out evaluation prompts
-            f"data.val_file={self.output('responses')['val']}",
-            "data.val_fraction=0",
-            f"data.max_prompt_len={t.max_prompt_len}",
-            f"data.max_len={t.max_len}",
-            f"output_dir={out_dir}",
-            f"mixed_precision={t.mixed_precision}",
-            f"gen_batch_size={t.gen_batch_size}",
-            f"chunked_loss={t.chunked_loss}",
-            f"validation={t.validation}",
-            "resume=auto",
-            # a stage that finished is recorded by done.json; its optimizer state would be 3x the model, unused
-            "checkpoint_at_end=false",
-            f"student_max_new_tokens={t.student_max_new_tokens}",  # keeps each method's own sampling
-            f"teacher_sampling.max_new_tokens={c.teacher_sampling.max_new_tokens}",
-            f"teacher_sampling.temperature={c.teacher_sampling.temperature}",
-            f"teacher_sampling.top_p={c.teacher_sampling.top_p}",
-        ]
-        if c.cache_dir:
-            ov.append(f"cache_dir={c.cache_dir}")
-        for key, value in (("prune_layers", tm.prune_layers), ("cache_dir", tm.cache_dir)):
-            if value is not None:
-                ov.append(f"teacher.{key}={value}")
-        return ov
+    def _train(self, cfg) -> dict[str, Any]:
+        from distill.train import train
 
-    def _train(self, overrides: list[str]) -> dict[str, Any]:
-        from distill.train import TrainConfig, train
-
-        cfg = load_config(TrainConfig, None, overrides)
         with PeakRSS() as rss:
             summary = train(cfg)
         return {**summary, "peak_rss_mib": round(rss.peak, 1), "metrics": str(Path(cfg.output_dir) / "metrics.jsonl")}
 
     def _run_init(self, d: Path) -> dict[str, Any]:
-        c = self.cfg
-        s = as_dict(c)["student"]
-        if s["name"] == "@teacher":  # derive the student from the (possibly freshly trained) teacher
-            s["name"] = self._teacher_model().name
-        ov = self._common_train(d / "train", ground_truth=True)
-        ov += [f"student.{k}={v}" for k, v in s.items() if v is not None and k != "prune_layer_ids"]
-        if s.get("prune_layer_ids") is not None:
-            ov.append(f"student.prune_layer_ids={s['prune_layer_ids']}")
-        ov += [
-            "method=sft",
-            f"optim.epochs={c.init.epochs}",
-            f"optim.lr={c.init.lr}",
-            f"optim.batch_size={c.init.batch_size}",
-            f"seed={c.prompts.seed}",
-        ]
-        if not c.init.enabled:  # no SFT: the "init" is the raw (derived) student, saved as is (last: these win)
-            ov += ["optim.max_steps=1", "optim.lr=1e-12"]
-        summary = self._train(ov)
+        summary = self._train(init_config(self.cfg, self._inputs(d / "train", init=True)))
         return {"model": str(d / "train" / "final"), "train": summary}
 
     def _trainer(self, method: str, seed: int) -> Callable[[Path], dict[str, Any]]:
         def run(d: Path) -> dict[str, Any]:
-            t = self.cfg.train
-            ov = self._common_train(
-                d / "train", ground_truth=METHODS[method].source == "data"
-            )  # SFT: the labelled set
-            budget = t.token_budget
-            points = [round(budget * i / t.curve_points) for i in range(1, t.curve_points)] if t.curve_points else []
-            ov += [f"snapshot_tokens={points}"] if points else []
-            ov += [
-                f"method={method}",
-                f"student.name={self.output('init')['model']}",
-                f"seed={seed}",
-                f"optim.lr={t.lr}",
-                f"optim.batch_size={t.batch_size}",
-                f"optim.warmup_steps={t.warmup_steps}",
-                f"optim.grad_accum={t.grad_accum}",
-                *(
-                    [f"optim.max_tokens={t.token_budget}", "optim.epochs=100"]
-                    if t.token_budget
-                    else [f"optim.epochs={t.epochs}"]
-                ),
-                *t.overrides,
-                *t.method_overrides.get(method, []),
-            ]
-            summary = self._train(ov)
+            summary = self._train(method_config(self.cfg, method, seed, self._inputs(d / "train")))
             return {"model": str(d / "train" / "final"), "train": summary}
 
         return run

@@ -44,10 +44,6 @@ class TeacherTrainConfig:
     )
 
 
-#: the keys the teacher stage sets before ``teacher_train.overrides`` (which may change them)
-TEACHER_TRAIN_BASE = ("data.max_len=256", "data.max_prompt_len=192")
-
-
 @dataclass
 class PromptsConfig:
     """Distillation prompts: drawn from the task registry's decontaminated training pools."""
@@ -281,28 +277,20 @@ class SuiteConfig:
             check("teacher_train.tasks", self.teacher_train.tasks, TASKS)
 
     def _check_train_overrides(self) -> None:
-        """Parse every ``TrainConfig`` override of the suite now, so that a typo (``optim.lrr=1e-3``) fails when the
-        suite loads (and ``--plan``), in one line naming the key, not when its first training stage starts."""
-        from distill.train import TrainConfig
+        """Build every training stage's ``TrainConfig`` now (``bench/stage_config.py``), with placeholders for the
+        paths that earlier stages produce, so that a typo anywhere in ``train:`` or ``teacher_train:``
+        (``optim.lrr=1e-3``) or a value the trainer refuses fails when the suite loads (and ``--plan``), in one line
+        naming the key, not when its first training stage starts."""
+        from bench.stage_config import init_config, method_config, planned, teacher_config
 
         unknown = sorted(set(self.train.method_overrides) - set(METHODS))
         require(not unknown, f"train.method_overrides: unknown method {unknown[:1]}; known: {', '.join(METHODS)}")
-        t = self.train
-        # the keys the suite itself sets per stage; the data files are only known at run time
-        base = ["data.train_file=<suite>", f"data.max_prompt_len={t.max_prompt_len}", f"data.max_len={t.max_len}"]
-        checks = [
-            (f"train.overrides / train.method_overrides.{m}", [f"method={m}", f"validation={t.validation}",
-                                                               *t.overrides, *t.method_overrides.get(m, [])])
-            for m in self.methods
-        ]  # fmt: skip
-        if self.teacher_train.enabled:  # the teacher stage's own lengths (TEACHER_TRAIN_BASE), then its overrides
-            checks.append(("teacher_train.overrides", ["method=sft", "validation=off", *TEACHER_TRAIN_BASE,
-                                                       *self.teacher_train.overrides]))  # fmt: skip
-        for where, overrides in checks:
-            try:
-                load_config(TrainConfig, None, [*base, *overrides])
-            except ConfigError as err:  # these are the suite's own values, not command-line overrides of train
-                raise ConfigError(f"{where}: {str(err).replace('command line override ', 'override ')}") from None
+        inputs = planned(self)
+        if self.teacher_train.enabled:
+            teacher_config(self, "@teacher:gold", inputs.output_dir)
+        init_config(self, inputs)
+        for m in self.methods:
+            method_config(self, m, self.seeds[0], inputs)
 
     @property
     def hash(self) -> str:
@@ -338,30 +326,3 @@ def load_suite(name_or_path: str | None, overrides: list[str] | tuple[str, ...] 
 
 def as_dict(cfg: SuiteConfig) -> dict[str, Any]:
     return config_to_dict(cfg)
-
-
-#: method overrides that set a ``train:`` field of the suite: ``optim.X`` -> (field, type)
-_FOLDED = {
-    "optim.lr": ("lr", float),
-    "optim.batch_size": ("batch_size", int),
-    "optim.warmup_steps": ("warmup_steps", int),
-    "optim.grad_accum": ("grad_accum", int),
-}
-
-
-def fold_method_overrides(train_spec: dict[str, Any], overrides: list[str]) -> tuple[dict[str, Any], list[str]]:
-    """A method's ``train:`` spec with the overrides that set a ``train:`` field folded into it.
-
-    ``method_overrides: {gkd: [optim.lr=1e-3]}`` trains exactly as ``train.lr: 1e-3`` does (the method's override is
-    applied last), so both get the same stage key: the sweep's run at a rate and the suite's run with that rate chosen
-    per method share their training stage. The last of several overrides of one key wins, as it does in training.
-    """
-    spec, rest = dict(train_spec), []
-    for o in overrides:
-        key, _, value = o.replace(" ", "").partition("=")
-        if key in _FOLDED:
-            name, typ = _FOLDED[key]
-            spec[name] = typ(value)
-        else:
-            rest.append(o)
-    return spec, rest

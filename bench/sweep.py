@@ -9,7 +9,7 @@ the held-out test split is never read. This module does the same for a suite:
 * each method's learning rate is the grid value with the best validation Avg. (ties: the smaller rate);
 * ``<output_root>/benchmarks/<suite>-sweep-<budget>k.{md,json}`` hold the grid, the choice and the validation learning
   curves, and the md gives the ``train.method_overrides`` lines to put in the suite. A rate set that way gives the
-  same stage key as the sweep's run at that rate (``bench.run.fold_method_overrides``), so the suite reuses the
+  same stage key as the sweep's run at that rate (a stage key hashes its real TrainConfig: bench/stage_config.py), so the suite reuses the
   sweep's training of its first seed.
 
 Every variant shares one run directory (``<suite>-sweep``), so the teacher, prompts, responses and init stages

@@ -17,6 +17,7 @@ There is no interpolation and no import-path magic: configs refer to registered 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import os
@@ -251,10 +252,14 @@ def _tag_overrides(data: dict, overrides: Sequence[str]) -> None:
         _set_nested(data, path, (value, f"command line override {item!r}"), f"command line override {item!r}")
 
 
-def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> T:
-    """Build ``cls`` from an optional YAML file and ``key=value`` overrides (applied in order)."""
-    data: dict = {}
-    where = "defaults"
+def load_config(
+    cls: type[T], path: str | os.PathLike | None = None, overrides: Sequence[str] = (), data: dict | None = None
+) -> T:
+    """Build ``cls`` from an optional YAML file (or a mapping, ``data``: e.g. another config's
+    :func:`config_to_dict`) and ``key=value`` overrides (applied in order)."""
+    require(path is None or data is None, "load_config takes a YAML file or a mapping, not both")
+    data = copy.deepcopy(data) if data is not None else {}
+    where = "defaults" if not data else "the mapping"
     if path is not None:
         p = Path(path)
         if not p.is_file():

@@ -18,7 +18,7 @@ import hashlib
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -29,6 +29,7 @@ from distill.config import config_to_dict, require
 from distill.seeds import derive_seed
 
 if TYPE_CHECKING:
+    from distill.models import ModelConfig
     from distill.train_config import TrainConfig
 
 Prompt = str | list[dict[str, str]]
@@ -327,58 +328,104 @@ def make_generator(backend: str, model, tokenizer, *, model_dir: str | None = No
 
 
 # --------------------------------------------------------------------------------------------- in training
-# (the trainer's teacher responses, cached on disk per epoch, and its vLLM engine for student generation)
+# (the teacher's responses, kept on disk per epoch, and the trainer's vLLM engine for student generation)
 
 
-def teacher_generation_key(cfg: TrainConfig, tok, prompts: list[list[int]], sp: SamplingParams, epoch: int) -> str:
+def teacher_epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of the teacher's samples in ``epoch``: the configured seed in epoch 0 (the responses a suite's
+    ``responses`` stage writes, which KD trains on), a seed derived from it in each later epoch."""
+    return seed if epoch == 0 else derive_seed(seed, "teacher", epoch)
+
+
+def teacher_sampling_for(sp: SamplingParams, prompts: Sequence[list[int]], max_len: int | None) -> SamplingParams:
+    """The teacher's sampling for a prompt set: one sample, at most ``max_len`` minus the longest prompt new tokens
+    (None: no cap), so that every response fits the training length after its prompt."""
+    cap = sp.max_new_tokens if max_len is None else max(1, min(sp.max_new_tokens, max_len - max(map(len, prompts))))
+    return replace(sp, max_new_tokens=cap, n=1)
+
+
+def teacher_generation_key(
+    teacher: ModelConfig, tok, prompts: Sequence[list[int]], sp: SamplingParams, epoch: int
+) -> str:
     """The cache key of the teacher's responses to ``prompts`` in ``epoch``: teacher, tokenizer, prompts, sampling."""
     h = hashlib.sha256()
-    h.update(json.dumps(config_to_dict(cfg.teacher), sort_keys=True).encode())
+    h.update(json.dumps(config_to_dict(teacher), sort_keys=True).encode())
     h.update(json.dumps(sorted(tok.get_vocab().items())).encode())
-    h.update(json.dumps(prompts).encode())
-    h.update(json.dumps({**vars(sp), "seed": derive_seed(sp.seed, "teacher", epoch)}, sort_keys=True).encode())
+    h.update(json.dumps(list(prompts)).encode())
+    h.update(json.dumps({**vars(sp), "seed": teacher_epoch_seed(sp.seed, epoch)}, sort_keys=True).encode())
     return h.hexdigest()[:24]
 
 
 class TeacherResponses:
-    """Teacher responses per epoch, computed once and cached on disk (shared by methods and runs).
+    """The teacher's responses to a prompt set, one file per epoch, generated once and kept on disk: the one code
+    path for teacher samples.
 
-    Their seed comes from ``teacher_sampling.seed`` and the epoch, not from the training seed: the teacher does not
-    change, so every method and training seed of a benchmark trains on the same teacher samples.
+    A suite's ``responses`` stage writes epoch 0 of its train prompts into its own ``generations/`` directory, and
+    every training stage of the suite is given that directory (``TrainConfig.teacher_responses``): SeqKD trains on
+    exactly the responses KD trains on, and DistiLLM-2's batched sampler reads epoch 0 from there and adds its later
+    epochs next to it. A standalone ``train`` keeps them under ``<cache_dir>/generations``. Files are named by
+    :func:`teacher_generation_key` and written atomically, with the seconds they took beside them.
+
+    Their seed comes from ``teacher_sampling.seed`` and the epoch (:func:`teacher_epoch_seed`), not from the training
+    seed: the teacher does not change, so every method and training seed trains on the same teacher samples.
     """
 
-    def __init__(self, cfg: TrainConfig, teacher, tok, prompts: list[list[int]], sp: SamplingParams, timer: dict):
-        from distill.models import default_cache_dir
-
-        self.cfg, self.teacher, self.tok, self.prompts, self.sp, self.timer = cfg, teacher, tok, prompts, sp, timer
-        self.root = Path(cfg.cache_dir or default_cache_dir()) / "generations"
+    def __init__(self, teacher_cfg: ModelConfig, teacher, tok, prompts: list[list[int]], sp: SamplingParams,
+                 root: str | Path, batch_size: int, timer: dict | None = None):  # fmt: skip
+        self.teacher_cfg, self.teacher, self.tok, self.prompts, self.sp = teacher_cfg, teacher, tok, prompts, sp
+        self.root, self.batch_size, self.timer = Path(root), batch_size, timer if timer is not None else {}
         #: generation key -> seconds, charged once per run (kept in checkpoints: a resumed run neither loses the cost
         #: of an epoch its sampler already holds nor counts a replayed one twice)
         self.charged: dict[str, float] = {}
+
+    @classmethod
+    def for_run(cls, cfg: TrainConfig, teacher, tok, prompts: list[list[int]], timer: dict) -> TeacherResponses:
+        """A training run's: its teacher and sampling (capped to ``data.max_len``), in ``cfg.teacher_responses``
+        (a suite's responses stage) or else ``<cache_dir>/generations``."""
+        from distill.models import default_cache_dir
+
+        sp = teacher_sampling_for(cfg.teacher_sampling, prompts, cfg.data.max_len)
+        root = cfg.teacher_responses or Path(cfg.cache_dir or default_cache_dir()) / "generations"
+        return cls(cfg.teacher, teacher, tok, prompts, sp, root, cfg.gen_batch_size, timer)
 
     @property
     def seconds(self) -> float:
         return sum(self.charged.values())
 
     def __call__(self, epoch: int) -> list[list[int]]:
-        """The teacher's responses for ``epoch``. Their generation time is charged (:attr:`charged`) whether they were generated now or read from the cache (which stores the seconds they took), so every
-        method and seed reports the teacher sampling it depends on, not only the run that filled the cache."""
-        key = teacher_generation_key(self.cfg, self.tok, self.prompts, self.sp, epoch)
+        """The token ids of the teacher's responses in ``epoch``."""
+        return [r["ids"] for r in self.rows(epoch)]
+
+    def rows(self, epoch: int) -> list[dict[str, Any]]:
+        """``{ids, text, finish_reason}`` per prompt in ``epoch``. The generation time is charged
+        (:attr:`charged`) whether they were generated now or read from disk (which stores the seconds they took),
+        so every method and seed reports the teacher sampling it depends on, not only the run that made the file."""
+        key = teacher_generation_key(self.teacher_cfg, self.tok, self.prompts, self.sp, epoch)
         path = self.root / f"{key}.jsonl"
         meta = path.with_suffix(".meta.json")
         if path.is_file():
             self.charged.setdefault(key, json.loads(meta.read_text())["seconds"] if meta.is_file() else 0.0)
-            return [json.loads(line)["ids"] for line in path.read_text().splitlines()]
+            return [self._complete(json.loads(line)) for line in path.read_text().splitlines()]
         t0 = time.perf_counter()
-        gen = HFGenerator(self.teacher, self.tok, batch_size=self.cfg.gen_batch_size, progress="teacher responses")
-        sp = SamplingParams(**{**vars(self.sp), "seed": derive_seed(self.sp.seed, "teacher", epoch)})
-        out = [c[0].token_ids for c in gen.generate_ids(self.prompts, sp)]
+        gen = HFGenerator(self.teacher, self.tok, batch_size=self.batch_size, progress="teacher responses")
+        sp = replace(self.sp, seed=teacher_epoch_seed(self.sp.seed, epoch))
+        rows = [
+            {"ids": c[0].token_ids, "text": c[0].text, "finish_reason": c[0].finish_reason}
+            for c in gen.generate_ids(self.prompts, sp)
+        ]
         seconds = time.perf_counter() - t0
-        atomic_write_json(meta, {"seconds": seconds, "prompts": len(out)})
-        atomic_write_jsonl(path, ({"ids": ids} for ids in out))
+        atomic_write_json(meta, {"seconds": seconds, "prompts": len(rows)})
+        atomic_write_jsonl(path, rows)
         self.charged.setdefault(key, seconds)
         self.timer["teacher_generation_live"] = self.timer.get("teacher_generation_live", 0.0) + seconds
-        return out
+        return rows
+
+    def _complete(self, row: dict[str, Any]) -> dict[str, Any]:
+        """A row from a file written before rows kept their text: decoded from its ids."""
+        if "text" not in row:
+            row["text"] = self.tok.decode(row["ids"], skip_special_tokens=True)
+            row["finish_reason"] = "stop" if row["ids"] and row["ids"][-1] == self.tok.eos_token_id else "length"
+        return row
 
 
 def vllm_student(holder: list, model, tok, out_dir: Path):

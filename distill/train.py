@@ -139,10 +139,7 @@ def setup(cfg: TrainConfig) -> Run:
     prompts = [encode_prompt(s_tok, e.prompt, d.max_prompt_len, d.chat) for e in train_ex]
     max_new = d.max_len - max(len(p) for p in prompts)
     timer = {"generation": 0.0, "teacher_generation_live": 0.0, "last_save": time.perf_counter()}
-    teacher_sp = SamplingParams(
-        **{**vars(cfg.teacher_sampling), "max_new_tokens": min(cfg.teacher_sampling.max_new_tokens, max_new), "n": 1}
-    )
-    teacher_resp = TeacherResponses(cfg, teacher, t_tok, prompts, teacher_sp, timer)
+    teacher_resp = TeacherResponses.for_run(cfg, teacher, t_tok, prompts, timer)
     has_responses = all(e.response is not None for e in train_ex)
     source = method.source if method.source != "auto" else d.response_source
     if source == "auto":

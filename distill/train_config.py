@@ -155,6 +155,11 @@ class TrainConfig:
     resume: str = field(default="auto", metadata={"help": "auto | never | a checkpoint dir"})
     tensorboard: bool = False
     cache_dir: str | None = field(default=None, metadata={"help": "teacher-generation cache (default: user cache)"})
+    teacher_responses: str | None = field(
+        default=None,
+        metadata={"help": "directory of the teacher's responses, a file per epoch (a suite's responses stage gives "
+                  "its own); default: <cache_dir>/generations"},
+    )  # fmt: skip
     output_dir: str = "results/train"
     seed: int = field(default=0, metadata={"min": 0})
 

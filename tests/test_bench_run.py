@@ -79,17 +79,16 @@ def test_suite_eval_settings_reach_every_task(tmp_path):
     assert [task_spec(t, cfg).max_new_tokens for t in tasks] == [17, 17, 17]
 
 
-def test_suite_training_keeps_each_methods_own_student_sampling(tmp_path):
+def test_suite_training_keeps_each_methods_own_student_sampling():
     """The suite caps student generation length without replacing the method's sampling (it once made it greedy)."""
+    from bench.stage_config import method_config, planned
     from distill.sampling import student_sampling as _student_sampling
 
-    run = SuiteRun(load_suite("smollm2"))
-    run.output = lambda stage: {"train": "train.jsonl", "val": "val.jsonl", "labelled": "l.jsonl"}  # none has run
-    common = run._common_train(tmp_path)
-    assert not [o for o in common if o.startswith("student_sampling")]
-    cfg = load_config(TrainConfig, None, [*common, "method=distillm"])
+    suite = load_suite("smollm2")
+    cfg = method_config(suite, "distillm", 0, planned(suite))
+    assert cfg.student_sampling is None  # the method's own
     sp = _student_sampling(cfg, 1000)
-    assert sp.temperature == 1.0 and sp.max_new_tokens == run.cfg.train.student_max_new_tokens
+    assert sp.temperature == 1.0 and sp.max_new_tokens == suite.train.student_max_new_tokens
 
 
 def test_run_id_is_content_addressed():

@@ -79,22 +79,23 @@ def test_plan_builds_every_stage_runs_nothing_and_fits_ten_minutes(tmp_path, cap
     assert not any(tmp_path.iterdir())  # nothing ran, nothing was written
 
 
-def _captured_overrides(run: SuiteRun, tmp_path: Path, stage) -> list[str]:
-    """The TrainConfig overrides a stage passes to the trainer, without training."""
-    seen: list[list[str]] = []
-    run.output = lambda name: {"train": "t.jsonl", "val": "v.jsonl", "heldout": "h.jsonl", "model": "/init/final"}
-    run._train = lambda ov: seen.append(ov) or {}
+def _captured_config(run: SuiteRun, tmp_path: Path, stage) -> TrainConfig:
+    """The TrainConfig a stage passes to the trainer, without training."""
+    seen: list[TrainConfig] = []
+    run.output = lambda name: {"train": "t.jsonl", "val": "v.jsonl", "heldout": "h.jsonl", "model": "/init/final",
+                               "generations": "g"}  # fmt: skip
+    run._train = lambda cfg: seen.append(cfg) or {}
     stage(tmp_path)
     return seen[0]
 
 
 def test_init_saves_the_raw_quantised_student_and_methods_train_lora_on_it(tmp_path):
     run = SuiteRun(load_suite("smollm2", [f"output_root={tmp_path}"]))
-    init = load_config(TrainConfig, None, _captured_overrides(run, tmp_path, run._run_init))
+    init = _captured_config(run, tmp_path, run._run_init)
     assert init.student.quantize_bits == 3 and init.student.quantize_group == 32
     assert init.optim.max_steps == 1 and init.optim.lr <= 1e-12  # the one no-SFT step leaves the weights as they are
     assert not init.lora.enabled
-    kd = load_config(TrainConfig, None, _captured_overrides(run, tmp_path, run._trainer("kd", 0)))
+    kd = _captured_config(run, tmp_path, run._trainer("kd", 0))
     # the methods start from the saved init, already quantised: no second quantisation
     assert kd.student.name == "/init/final" and kd.student.quantize_bits is None
     assert kd.lora.enabled and kd.optim.lr == 5e-4 and kd.optim.max_tokens == run.cfg.train.token_budget

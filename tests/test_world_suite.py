@@ -389,3 +389,26 @@ def test_a_per_method_rate_shares_the_sweeps_training_stage_and_leaves_other_key
     assert key(per_method, "train:gkd:s0") != key(swept, "train:gkd:s0")
     only_lr = SuiteRun(load_suite("world", ["train.method_overrides={gkd: [optim.lr=1e-3]}"]))
     assert key(only_lr, "train:gkd:s0") == key(swept, "train:gkd:s0") != key(plain, "train:gkd:s0")
+
+
+def test_teacher_responses_have_one_code_path_seqkd_reads_the_responses_stage(tiny_world):
+    """The responses stage is where the teacher's train responses come from: SeqKD trains on exactly the responses KD
+    trains on (epoch 0, read, not sampled again), and DistiLLM-2's later epochs join them in the same directory."""
+    tmp_path, run, _ = tiny_world
+    both = SuiteRun(_suite(tmp_path, "methods=[seqkd,distillm2]", "train.token_budget=3000"))  # DistiLLM-2: 2+ epochs
+    both.run(progress=False, until="train:seqkd:s0")
+    responses = both.output("responses")
+    gen_dir = Path(responses["generations"])
+    files = {p: p.stat().st_mtime_ns for p in gen_dir.glob("*.jsonl")}
+    train_texts = [r["response"] for r in _jsonl(responses["train"])]
+    epoch0 = [p for p in files if [r["text"] for r in _jsonl(p)] == train_texts]
+    assert len(epoch0) == 1  # the train slice's epoch 0, written by the responses stage
+    seqkd = both.output("train:seqkd:s0")["train"]
+    assert seqkd["setup_generation_s"] > 0  # charged from the stage's file, as the cost table shows it
+    cfg = load_config(TrainConfig, Path(seqkd["final"]).parent / "config.yaml")
+    assert cfg.teacher_responses == responses["generations"] and cfg.method == "seqkd"
+    assert {p: p.stat().st_mtime_ns for p in gen_dir.glob("*.jsonl")} == files  # nothing was sampled again
+    both.run(progress=False, until="train:distillm2:s0")
+    later = set(gen_dir.glob("*.jsonl")) - set(files)
+    assert later and epoch0[0].stat().st_mtime_ns == files[epoch0[0]]  # epochs >= 1 added beside epoch 0
+    assert all(len(_jsonl(p)) == len(train_texts) for p in later)
