@@ -60,7 +60,7 @@ def read_prompts(path: str) -> list[str]:
 
 def run_generate(cfg: GenerateConfig) -> Path:
     from distill.generation import make_generator
-    from distill.models import load_from_config, resolve_source
+    from distill.models import load_for_inference, resolve_source
 
     out = Path(cfg.output_dir)
     save_config(cfg, out / "config.yaml")
@@ -75,7 +75,7 @@ def run_generate(cfg: GenerateConfig) -> Path:
         tok = AutoTokenizer.from_pretrained(src)
         gen = make_generator("vllm", None, tok, model_dir=src, chat=cfg.chat, dtype=cfg.model.dtype)
     else:
-        model, tok = load_from_config(cfg.model)
+        model, tok = load_for_inference(cfg.model)
         gen = make_generator("hf", model, tok, batch_size=cfg.batch_size, chat=cfg.chat)
     t_load = time.perf_counter() - t0
     results = gen.generate(prompts, cfg.sampling)

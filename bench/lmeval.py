@@ -190,15 +190,16 @@ def _scorer(run: TaskRun) -> Callable[[dict[str, Any], list[Any]], dict[str, flo
 def make_lm(backend: str, model_name: str, *, dtype: str, batch_size: int, max_length: int, cache_dir: str | None):
     """``(lm, tokenizer)``: HFLM over an in-process model, or lm-eval's vLLM backend on the model directory."""
     if backend == "hf":
-        import torch
         from lm_eval.models.huggingface import HFLM
 
-        from distill.models import load_model
+        from distill.models import inference_device, load_model
 
         model, tokenizer = load_model(model_name, dtype=dtype, cache_dir=cache_dir)
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = inference_device()
         model.to(device)
-        lm = HFLM(pretrained=model, tokenizer=tokenizer, device=device, batch_size=batch_size, max_length=max_length)
+        lm = HFLM(
+            pretrained=model, tokenizer=tokenizer, device=str(device), batch_size=batch_size, max_length=max_length
+        )
         return lm, tokenizer
     if backend == "vllm":
         from lm_eval.models.vllm_causallms import VLLM

@@ -334,11 +334,11 @@ class SuiteRun:
         encode it, so SeqKD's and DistiLLM-2's epoch 0 are read from ``generations/`` here, not sampled again."""
         from distill.data import encode_prompt
         from distill.generation import HFGenerator, TeacherResponses, teacher_sampling_for
-        from distill.models import load_from_config
+        from distill.models import load_for_inference
 
         c = self.cfg
         teacher_cfg = self._teacher_model()
-        model, tok = load_from_config(teacher_cfg)
+        model, tok = load_for_inference(teacher_cfg)  # a 7B teacher generates on the GPU, not the CPU
         data = init_config(c, planned(c)).data  # the training stages' prompt encoding and length
         out: dict[str, Any] = {"generations": str(d / "generations")}
         for split in ("train", "val", "heldout", "labelled"):

@@ -22,7 +22,7 @@ def evaluate_model(run: SuiteRun, d: Path, role: str, method: str | None, seed: 
     student with ``train.curve_points``) its learning curve; writes the record."""
     from bench.fidelity import METRIC_INFO, fidelity, read_heldout, teacher_logprobs
     from distill.data import encode_example
-    from distill.models import ModelConfig, load_from_config
+    from distill.models import ModelConfig, load_for_inference
 
     c = run.cfg
     tcfg = run._teacher_model()
@@ -39,8 +39,8 @@ def evaluate_model(run: SuiteRun, d: Path, role: str, method: str | None, seed: 
     info: dict[str, dict[str, Any]] = {}
     samples: dict[str, str] = {}
     if c.eval.fidelity:
-        teacher, tok = load_from_config(tcfg)
-        model, _ = (teacher, tok) if role == "teacher" else load_from_config(mcfg)
+        teacher, tok = load_for_inference(tcfg)
+        model, _ = (teacher, tok) if role == "teacher" else load_for_inference(mcfg)
         held = read_heldout(Path(run.output("responses")["heldout"]))
         rows = [encode_example(tok, e, c.train.max_prompt_len, c.train.max_len) for e in held]
         from distill.models import aligned_vocab_size

@@ -136,20 +136,21 @@ def collate(rows: list[Row], pad_id: int, max_len: int | None = None) -> dict[st
         raise ValueError("cannot collate an empty batch")
     seqs = [(r.prompt_ids + r.response_ids)[:max_len] if max_len else r.prompt_ids + r.response_ids for r in rows]
     width = max(len(s) for s in seqs)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-    attn = torch.zeros((len(rows), width), dtype=torch.long)
+    # host: a batch is collated on the CPU; the trainer moves each micro-batch to its device
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # host
+    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)  # host
+    attn = torch.zeros((len(rows), width), dtype=torch.long)  # host
     for i, (row, seq) in enumerate(zip(rows, seqs, strict=True)):
-        input_ids[i, : len(seq)] = torch.tensor(seq)
+        input_ids[i, : len(seq)] = torch.tensor(seq)  # host
         attn[i, : len(seq)] = 1
         start = len(row.prompt_ids)
         if len(seq) > start:
-            labels[i, start : len(seq)] = torch.tensor(seq[start:])
+            labels[i, start : len(seq)] = torch.tensor(seq[start:])  # host
     return {
         "input_ids": input_ids,
         "attention_mask": attn,
         "labels": labels,
-        "is_student_response": torch.tensor([r.is_student for r in rows], dtype=torch.bool),
+        "is_student_response": torch.tensor([r.is_student for r in rows], dtype=torch.bool),  # host
     }
 
 
@@ -177,6 +178,7 @@ def split_examples(cfg: DataConfig, seed: int) -> tuple[list[Example], list[Exam
     if cfg.val_file:
         return train, read_examples(cfg.val_file, "validation")
     n_val = int(len(train) * cfg.val_fraction)
+    # host: a seeded permutation, read back as a list
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(derive_seed(seed, "val"))).tolist()
     val = {*order[:n_val]}
     return [e for i, e in enumerate(train) if i not in val], [e for i, e in enumerate(train) if i in val]

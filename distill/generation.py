@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -116,7 +117,8 @@ class InverseCDFSampler:
         probs = torch.softmax(_filter_logits(scores, self.sampling), dim=-1)
         cdf = probs.cumsum(-1)
         # u in (0, total]: the first index with cdf >= u always has positive probability
-        r = torch.cat([torch.rand(1, generator=g) for g in self.generators]).unsqueeze(-1)
+        # host: the draws come from CPU generators (one per row, batch-independent), then move to the logits' device
+        r = torch.cat([torch.rand(1, generator=g) for g in self.generators]).unsqueeze(-1).to(cdf.device)
         idx = torch.searchsorted(cdf, (1.0 - r) * cdf[:, -1:]).clamp_max(cdf.shape[-1] - 1)
         return torch.full_like(scores, float("-inf")).scatter_(1, idx, 0.0)
 
@@ -129,7 +131,7 @@ class StopOnStrings:
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_len :], skip_special_tokens=True)
-        return torch.tensor([any(s in t for s in self.stop) for t in texts], dtype=torch.bool)
+        return torch.tensor([any(s in t for s in self.stop) for t in texts], dtype=torch.bool, device=input_ids.device)
 
 
 def _truncate_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:
@@ -217,8 +219,9 @@ class HFGenerator:
     def _pad_left(self, enc: list[list[int]]) -> dict[str, torch.Tensor]:
         width = max(len(e) for e in enc)
         pad = self.tokenizer.pad_token_id
+        # host: built here, moved to the model's device below
         input_ids = torch.tensor([[pad] * (width - len(e)) + list(e) for e in enc], dtype=torch.long)
-        mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in enc], dtype=torch.long)
+        mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in enc], dtype=torch.long)  # host
         return {"input_ids": input_ids.to(self.model.device), "attention_mask": mask.to(self.model.device)}
 
     def _completion(self, ids: list[int], eos_ids: list[int], sampling: SamplingParams) -> Completion:
@@ -307,8 +310,9 @@ class VLLMGenerator:
         ]
 
     def load_weights(self, model: torch.nn.Module) -> None:
-        """Sync trained (student) weights into the engine before a generation round."""
-        state = [(k, v.detach()) for k, v in model.state_dict().items()]
+        """Sync trained (student) weights into the engine before a generation round; LoRA adapters are merged into
+        a copy of the weights (:func:`merged_state_dict`), never into the training model."""
+        state = list(merged_state_dict(model).items())
         engine = self.llm.llm_engine
         if hasattr(self.llm, "collective_rpc"):  # vLLM >= 0.8 (V1 engine)
             self.llm.collective_rpc(lambda worker: worker.model_runner.model.load_weights(state))
@@ -428,13 +432,51 @@ class TeacherResponses:
         return row
 
 
+def merged_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The weights of ``model`` under the plain model's names, with LoRA adapters merged, leaving ``model`` as it
+    is: what an inference engine loads.
+
+    PEFT's ``merge_and_unload()`` works in place: on the live training model it folded the adapters into the base
+    weights and removed them (trainable parameters 71,680 -> 0 in a repro; the loss no longer required grad). Here
+    each adapted weight is ``W + get_delta_weight()`` in a new tensor; the model is not touched."""
+    if not hasattr(model, "get_base_model"):  # no adapters
+        return {k: v.detach() for k, v in model.state_dict().items()}
+    from peft.tuners.lora import LoraLayer
+
+    base = model.get_base_model()
+    merged: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        for name, module in base.named_modules():
+            if isinstance(module, LoraLayer) and not module.merged:
+                w = module.get_base_layer().weight
+                adapters = [a for a in module.active_adapters if a in module.lora_A]
+                merged[f"{name}.weight"] = sum(
+                    (module.get_delta_weight(a) for a in adapters), start=w.detach().clone()
+                )
+    out = {}
+    for key, value in base.state_dict().items():
+        if "lora_" in key or ".original_module." in key:
+            continue
+        plain = re.sub(r"\.modules_to_save\.[^.]+\.", ".", key.replace(".base_layer.", "."))  # the trained copy
+        out[plain] = merged.get(plain, value.detach())
+    return out
+
+
+def save_merged(model: torch.nn.Module, tok, path: str | Path) -> None:
+    """Save ``model`` as a plain model directory (``config.json`` and merged weights) that an engine can load: a
+    ``PeftModel``'s own ``save_pretrained`` writes its adapters only."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base.save_pretrained(path, state_dict=merged_state_dict(model))
+    tok.save_pretrained(path)
+
+
 def vllm_student(holder: list, model, tok, out_dir: Path):
-    """One vLLM engine per run over a snapshot of the initial student; weights are synced before each round."""
+    """One vLLM engine per run over a snapshot of the initial student (adapters merged); weights are synced before
+    each round."""
     if not holder:
         snap = out_dir / "vllm-student-init"
         if not (snap / "config.json").is_file():
             with atomic_dir(snap) as tmp:
-                model.save_pretrained(tmp)
-                tok.save_pretrained(tmp)
+                save_merged(model, tok, tmp)
         holder.append(VLLMGenerator(str(snap), tok, gpu_memory_utilization=0.3, enforce_eager=True))
     return holder[0]

@@ -41,7 +41,7 @@ class LossHook:
 
     def groups(self, is_student: torch.Tensor) -> dict[str, torch.Tensor]:
         """The rows of each logged term of the loss."""
-        return {"loss": torch.arange(len(is_student))}
+        return {"loss": torch.arange(len(is_student), device=is_student.device)}
 
     def state_dict(self) -> dict[str, Any] | None:
         return None

@@ -299,6 +299,17 @@ def load_from_config(cfg: ModelConfig):
     return model, tok
 
 
+def inference_device() -> torch.device:
+    """Where a stage runs a model it only reads (teacher responses, fidelity, ``generate``): the GPU if any."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_for_inference(cfg: ModelConfig):
+    """:func:`load_from_config`, placed on :func:`inference_device`, in eval mode."""
+    model, tok = load_from_config(cfg)
+    return model.to(inference_device()).eval(), tok
+
+
 # --------------------------------------------------------------------------------------------- students
 
 

@@ -106,14 +106,14 @@ class Sampler:
         if self._order is not None and self._order[0] == epoch:
             return self._order[1]
         g = torch.Generator().manual_seed(derive_seed(self.seed, "order", epoch))
-        perm = torch.randperm(self.plan.n_examples, generator=g).tolist()
+        perm = torch.randperm(self.plan.n_examples, generator=g).tolist()  # host: an order, as a list
         if self.lengths is not None:
             mega = 64 * self.plan.per_step
             groups = [sorted(perm[i : i + mega], key=lambda k: -self.lengths[k]) for i in range(0, len(perm), mega)]
             size = self.plan.per_step
             steps = [grp[i : i + size] for grp in groups for i in range(0, len(grp), size)]
             full, rest = [st for st in steps if len(st) == size], [k for st in steps if len(st) < size for k in st]
-            order = torch.randperm(len(full), generator=g).tolist()
+            order = torch.randperm(len(full), generator=g).tolist()  # host: an order, as a list
             perm = [k for i in order for k in full[i]] + rest  # the epoch's steps take full groups only
         self._order = (epoch, perm)
         return perm

@@ -95,7 +95,9 @@ class AlphaCurriculum:
                     self.counts[role] += int(sel.sum())
             return base, base, False
         ref = torch.tensor(
-            [self.reference("student" if s else "teacher") or 0.0 for s in is_student.tolist()], dtype=gap.dtype
+            [self.reference("student" if s else "teacher") or 0.0 for s in is_student.tolist()],
+            dtype=gap.dtype,
+            device=gap.device,  # it once had none: a GPU run failed at the first step of epoch 2
         )
         raw = 1.0 - (1.0 - self.cfg.alpha0) * ref / gap.clamp_min(1e-12)
         alpha = torch.where(gap > 0, raw, torch.full_like(gap, self.cfg.alpha_min))

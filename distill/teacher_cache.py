@@ -79,9 +79,10 @@ class TeacherCache:
             self._compute(missing)
         b, k = len(rows), self.k
         # off-response positions are never trained: store a valid uniform placeholder there
-        indices = torch.arange(k).expand(b, width, k).clone()
-        logprobs = torch.full((b, width, k), -math.log(self.vocab))
-        log_rest = torch.full((b, width), math.log1p(-k / self.vocab) if k < self.vocab else -math.inf)
+        # host: read from disk on the CPU; the loss step moves the target to the batch's device
+        indices = torch.arange(k).expand(b, width, k).clone()  # host
+        logprobs = torch.full((b, width, k), -math.log(self.vocab))  # host
+        log_rest = torch.full((b, width), math.log1p(-k / self.vocab) if k < self.vocab else -math.inf)  # host
         for i, row in enumerate(rows):
             stored = load_file(str(self._path(row)))
             start = len(row.prompt_ids) - 1

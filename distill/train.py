@@ -163,7 +163,7 @@ def setup(cfg: TrainConfig) -> Run:
         model = unwrap(acc.unwrap_model(student))
         if cfg.gen_backend == "vllm":
             gen = vllm_student(vllm_engine, model, s_tok, out_dir)
-            gen.load_weights(model.merge_and_unload() if hasattr(model, "merge_and_unload") else model)
+            gen.load_weights(model)  # LoRA: merged into a copy of the weights, never into the training model
         else:
             gen = HFGenerator(model, s_tok, batch_size=cfg.gen_batch_size)
         with acc.autocast():  # bf16 generation on CPU is ~2x faster than fp32 (docs/sizing.md §2)
@@ -279,7 +279,6 @@ def fit(run: Run) -> dict[str, Any]:
             "loss": sum(step_terms.values()),
             **step_terms,
             "loss_terms": list(step_terms),
-            "lr": run.scheduler.get_last_lr()[0],
             "grad_norm": None if grad_norm is None else float(grad_norm),
             "tokens": tokens,
             "tokens_per_s": tokens / max(dt, 1e-9),
@@ -355,6 +354,7 @@ def _step(run: Run, step: int) -> tuple[int, dict[str, Any], dict[str, float], d
     if world > 1:  # each rank's terms are shares of the global mean: the step's loss is their sum
         step_terms = _sum_dicts(gather_object([step_terms]))
     grad_norm = acc.clip_grad_norm_(run.student.parameters(), o.grad_clip) if o.grad_clip > 0 else None
+    extra["lr"] = run.optimizer.param_groups[0]["lr"]  # the rate this step uses (the scheduler then moves on)
     run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
     tokens = int(

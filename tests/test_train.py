@@ -546,3 +546,11 @@ def test_truncated_prompts_and_responses_are_counted_and_warned_about(train_data
     assert cut["prompts"] == cut["examples"] == fits["examples"] and cut["responses"] == cut["with_response"]
     err = capsys.readouterr().err
     assert f"warning: truncated {cut['examples']} of {cut['examples']} prompts (data.max_prompt_len=3)" in err
+
+
+def test_the_logged_lr_is_the_rate_the_step_used(train_data, teacher_dir, tmp_path):
+    """metrics.jsonl's ``lr`` is the rate of its own step (it once showed the next step's, read after the
+    scheduler stepped): warmup over 3 steps, then constant."""
+    cfg, rows = run(train_data, teacher_dir, tmp_path, "method=sft", "optim.max_steps=5", "optim.warmup_steps=3",
+                    "optim.schedule=constant", "validation=off")  # fmt: skip
+    assert [r["lr"] for r in rows] == pytest.approx([cfg.optim.lr * k / 4 for k in (1, 2, 3, 4, 4)], rel=1e-12)
