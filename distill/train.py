@@ -44,7 +44,8 @@ from distill.data import (
     truncation_warning,
     validation_rows,
 )
-from distill.generation import HFGenerator, SamplingParams, TeacherResponses, vllm_student
+from distill.engines import engine_student
+from distill.generation import HFGenerator, SamplingParams, TeacherResponses
 from distill.loss_step import LossComputer, unwrap, validation_nll
 from distill.methods import METHODS, Method  # noqa: F401  (Method: re-exported for users of distill.train)
 from distill.models import aligned_vocab_size, apply_lora, load_from_config, place_teacher, reset_precision
@@ -161,8 +162,8 @@ def setup(cfg: TrainConfig) -> Run:
     def gen_student(prompt_ids: list[list[int]], seed: int) -> list[list[int]]:
         t0 = time.perf_counter()
         model = unwrap(acc.unwrap_model(student))
-        if cfg.gen_backend == "vllm":
-            gen = vllm_student(vllm_engine, model, s_tok, out_dir)
+        if cfg.gen_backend != "hf":  # an engine (vllm; hf-engine rehearses its code path on a CPU)
+            gen = engine_student(vllm_engine, model, s_tok, out_dir, cfg.gen_backend, cfg.gen_batch_size)
             gen.load_weights(model)  # LoRA: merged into a copy of the weights, never into the training model
         else:
             gen = HFGenerator(model, s_tok, batch_size=cfg.gen_batch_size)

@@ -119,7 +119,11 @@ class TrainConfig:
         default_factory=lambda: SamplingParams(temperature=0.8, top_p=0.95, max_new_tokens=256)
     )
     gen_batch_size: int = field(default=64, metadata={"min": 1})
-    gen_backend: Literal["hf", "vllm"] = field(default="hf", metadata={"help": "student generation backend"})
+    gen_backend: Literal["hf", "vllm", "hf-engine"] = field(
+        default="hf",
+        metadata={"help": "student generation: hf (in the training model), vllm (an engine synced each round), "
+                  "hf-engine (vllm's code path with HF generation behind it: a CPU rehearsal)"},
+    )  # fmt: skip
     teacher_cache: TeacherCacheConfig = field(default_factory=TeacherCacheConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = field(

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import distill.generation
+import distill.engines
 from distill.config import load_config
-from distill.generation import HFGenerator, merged_state_dict, save_merged
+from distill.engines import merged_state_dict, save_merged
+from distill.generation import HFGenerator
 from distill.models import apply_lora, load_from_config, load_model
 from distill.train import TrainConfig, train
 from distill.train_config import LoraConfig
@@ -84,13 +85,22 @@ class _EngineStandIn:
         return HFGenerator(self.model, self.tokenizer, batch_size=16).generate_ids(prompt_ids, sampling)
 
 
-@pytest.mark.parametrize("method", ["imitkd", "distillm2"])
-def test_lora_training_with_the_vllm_backend_keeps_its_adapters(method, tmp_path, monkeypatch):
-    monkeypatch.setattr(distill.generation, "VLLMGenerator", _EngineStandIn)
+@pytest.mark.parametrize(("method", "backend"), [("imitkd", "vllm"), ("distillm2", "vllm"), ("gkd", "hf-engine")])
+def test_lora_training_with_an_engine_backend_keeps_its_adapters(method, backend, tmp_path, monkeypatch):
+    """``vllm`` (a recording stand-in in place of the engine) and ``hf-engine`` (the CPU rehearsal backend) share
+    the code path: snapshot, merge into a copy, sync, generate."""
+
+    class Recording(distill.engines.HFEngine):  # the real hf-engine, keeping a handle on itself
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            _EngineStandIn.instances.append(self)
+
+    monkeypatch.setattr(distill.engines, "VLLMGenerator", _EngineStandIn)
+    monkeypatch.setitem(distill.engines.ENGINES, "hf-engine", Recording)
     _EngineStandIn.instances = []
     data = write_train_data(tmp_path / "train.jsonl", n=16)
     cfg = load_config(TrainConfig, None, [*base_overrides(data, "tiny-llama", tmp_path / "out"), f"method={method}",
-                                          "lora.enabled=true", "lora.r=4", "gen_backend=vllm", "optim.max_steps=3",
+                                          "lora.enabled=true", "lora.r=4", f"gen_backend={backend}", "optim.max_steps=3",
                                           "validation=off", f"cache_dir={tmp_path / 'cache'}"])  # fmt: skip
     train(cfg)
     (engine,) = _EngineStandIn.instances
