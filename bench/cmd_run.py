@@ -20,6 +20,10 @@ def _main(args: argparse.Namespace) -> int:
         return 0
 
     cfg = load_suite(args.config, args.overrides)
+    if args.stand_in:
+        from bench.stand_in import stand_in
+
+        cfg = stand_in(cfg)
     run = SuiteRun(cfg)
     if args.plan:
         rows = run.plan(force=args.force)
@@ -79,5 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="append", default=[], metavar="STAGE", help="redo a stage (or all 'train'...)")
     p.add_argument("--until", metavar="STAGE", help="stop after this stage (e.g. teacher); no tables are written")
     p.add_argument("--wait", action="store_true", help="wait for another run on the same directory to finish")
+    p.add_argument("--stand-in", action="store_true",
+                   help="rehearse the suite on a CPU: tiny models of its architectures, fixture data, a few steps")  # fmt: skip
     p.add_argument("--help-config", action="store_true", help="list every config key (type, default, help) and exit")
     p.set_defaults(func=_main)

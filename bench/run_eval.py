@@ -160,6 +160,7 @@ def eval_config(
         max_new_tokens=c.eval.max_new_tokens,
         max_length=c.eval.max_length,
         backend=c.eval.backend,
+        data_files=[f"{task}={path}" for task, path in c.eval.data_files.items() if task in limits],
         output_dir=str(d),
         run_name=run_name,
         cache_dir=cache_dir,

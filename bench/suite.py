@@ -158,6 +158,9 @@ class SuiteEvalConfig:
     batch_size: int = field(default=32, metadata={"min": 1})
     max_length: int = field(default=1024, metadata={"min": 16})
     backend: str = field(default="hf", metadata={"choices": ["hf", "vllm"]})
+    data_files: dict[str, str] = field(
+        default_factory=dict, metadata={"help": "task -> local file standing in for its hub data (exact schema)"}
+    )
     curve_tasks: dict[str, int] = field(
         default_factory=dict,
         metadata={
@@ -247,6 +250,8 @@ class SuiteConfig:
             require(self.train.token_budget is not None, "train.curve_points needs train.token_budget")
         unknown_avg = sorted(set(self.eval.not_averaged) - set(self.eval.tasks))
         require(not unknown_avg, f"eval.not_averaged: {unknown_avg} not among eval.tasks")
+        unknown_files = sorted(set(self.eval.data_files) - set(self.eval.tasks))
+        require(not unknown_files, f"eval.data_files: {unknown_files} not among eval.tasks")
         unknown_curve = sorted(set(self.eval.curve_tasks) - set(self.eval.tasks))
         require(not unknown_curve, f"eval.curve_tasks: {unknown_curve} not among eval.tasks")
         self._check_names()

@@ -51,7 +51,7 @@ def test_distillm_protocol_on_an_online_set_from_a_local_file(tmp_path):
     """DistiLLM v1 protocol (T=1, no_repeat_ngram_size=6, several seeds) on Dolly read from a hub-schema fixture."""
     from bench.evaluate import EvalConfig, run_eval
 
-    fixture = Path(__file__).parent / "fixtures" / "dolly.jsonl"
+    fixture = Path(__file__).resolve().parents[1] / "bench" / "stand_in_data" / "dolly.jsonl"
     cfg = EvalConfig(
         model="tiny-llama",
         tasks=["dolly"],

@@ -19,6 +19,8 @@ from tasks import TASKS, TaskRegistryError, UnknownTaskError, discover, get_task
 from tasks.base import CATEGORIES, Task, TaskDataError
 
 FIXTURES = Path(__file__).parent / "fixtures"
+#: hub tasks' data in their exact schemas (shared with `run --stand-in`)
+HUB_FIXTURES = Path(__file__).resolve().parents[1] / "bench" / "stand_in_data"
 SNAPSHOTS = FIXTURES / "prompt_snapshots.json"
 NAMES = sorted(TASKS)
 CHECKED = 3  # examples per task for gold/junk (code tasks run them in the sandbox)
@@ -27,7 +29,7 @@ CHECKED = 3  # examples per task for gold/junk (code tasks run them in the sandb
 def load(name: str) -> Task:
     task = get_task(name)
     if task.online:
-        task.data_file = str(FIXTURES / f"{name}.jsonl")
+        task.data_file = str(HUB_FIXTURES / f"{name}.jsonl")
     return task
 
 

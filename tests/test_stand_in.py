@@ -1,0 +1,72 @@
+"""``run SUITE --stand-in``: every paper suite rehearsed end to end on a CPU (tiny models of its architecture
+classes, fixture data in the hub datasets' schemas, the engine code path in place of vLLM)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.stand_in import DATA, stand_in, stand_in_arch
+from bench.suite import SUITES_DIR, load_suite
+from distill.config import ConfigError, load_config
+from distill.train import TrainConfig
+
+PAPER = sorted(p.stem for p in SUITES_DIR.glob("paper-*.yaml"))
+ARCH = {"paper-distillm-gpt2": "gpt2", "paper-distillm2-qwen2": "qwen2", "paper-distillm2-math": "qwen2",
+        "paper-distillm2-code": "llama"}  # fmt: skip
+
+
+def test_every_paper_suite_has_a_stand_in_that_keeps_its_methods_and_recipe():
+    assert sorted(ARCH) == PAPER
+    for name in PAPER:
+        cfg = load_suite(name)
+        s = stand_in(cfg)
+        assert s.name == f"{name}-stand-in" and s.resolved_run_id.startswith(f"{name}-stand-in-")
+        assert s.teacher.name == f"tiny-{ARCH[name]}-h64-l4" and s.student.name == f"tiny-{ARCH[name]}-h32-l2"
+        assert s.methods == cfg.methods and s.seeds == cfg.seeds and s.train.epochs == cfg.train.epochs
+        assert s.train.lr == cfg.train.lr and s.train.method_overrides == cfg.train.method_overrides
+        assert s.eval.tasks.keys() == cfg.eval.tasks.keys() and s.eval.protocol == cfg.eval.protocol
+        assert s.eval.backend == "hf" and s.train.mixed_precision == "no"
+        for pool in cfg.prompts.pools:  # every hub pool and hub task reads a fixture file
+            assert Path(s.prompts.data_files[pool]).parent == DATA
+        if any("gen_backend=vllm" in o for o in cfg.train.overrides):
+            assert s.train.overrides[-1] == "gen_backend=hf-engine"
+    with pytest.raises(ConfigError, match="no stand-in architecture for model 'mystery/model'"):
+        stand_in_arch("mystery/model")
+
+
+def test_the_fixtures_have_the_hub_datasets_exact_schemas():
+    keys = {
+        "dolly-15k": {"instruction", "context", "response", "category"},
+        "ultrachat-200k": {"prompt", "prompt_id", "messages"},
+        "metamathqa": {"type", "query", "original_question", "response"},
+        "evol-instruct-code": {"instruction", "output"},
+    }
+    for name, want in keys.items():
+        rows = [json.loads(x) for x in (DATA / f"{name}.jsonl").read_text().splitlines()]
+        assert len(rows) >= 24 and all(set(r) == want for r in rows), name
+
+
+@pytest.mark.slow  # four suites end to end: ~3 min on an idle 2-core box
+@pytest.mark.parametrize("name", PAPER)
+def test_a_paper_suite_runs_end_to_end_as_its_stand_in(name, tmp_path, monkeypatch):
+    from bench.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["distillm-bench", "run", name, "--stand-in", f"output_root={tmp_path}",
+                                      f"cache_dir={tmp_path / 'cache'}"])  # fmt: skip
+    assert main() == 0
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.name.startswith(f"{name}-stand-in-")]
+    lb = json.loads((run_dir / "leaderboard.json").read_text())
+    cfg = load_suite(name)
+    assert len(lb["rows"]) == 2 + len(cfg.methods) * len(cfg.seeds)  # teacher, init, every method and seed
+    for method in cfg.methods:
+        (train_dir,) = (tmp_path / "stages").glob(f"train-{method}-s*/train")
+        tc = load_config(TrainConfig, train_dir / "config.yaml")
+        summary = json.loads((train_dir / "summary.json").read_text())
+        assert summary["steps"] >= 1
+        assert tc.lora.enabled == any(o.startswith("lora.enabled=true") for o in cfg.train.overrides)
+        if tc.gen_backend == "hf-engine" and summary["generation_s"] > 0:  # the engine path ran: snapshot + syncs
+            assert (train_dir / "engine-student-init" / "config.json").is_file()
