@@ -37,10 +37,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.record import SCHEMA, RecordError, TrainCost, record_name  # noqa: F401  (re-exported)
 from bench.stats import Diff, Stat, ci_half, compare, t_crit, t_table  # noqa: F401  (re-exported)
 from distill.methods import COMPARED
 
-SCHEMA = "distillm-bench/record/v1"
 ROLES = ("teacher", "student-init", "method")
 TASK_CATEGORY_ORDER = ("instruction", "code", "math", "caption")  # then other task categories, then fidelity
 CATEGORY_ORDER = (*TASK_CATEGORY_ORDER, "fidelity")
@@ -51,10 +51,6 @@ AVERAGE = "average"
 GAP = "gap_recovered"
 HEADLINE = "fidelity/kl"
 REFERENCE_METHOD = "kd"
-
-
-class RecordError(ValueError):
-    """Records that cannot be tabulated (unreadable, inconsistent, duplicated). One line; CLI exit status 2."""
 
 
 @dataclass(frozen=True)
@@ -114,11 +110,7 @@ def load_records(run_dirs: list[Path]) -> list[dict[str, Any]]:
     return records
 
 
-def _name(rec: dict[str, Any]) -> str:
-    if "_source" in rec:
-        return str(rec["_source"])
-    model = rec.get("model") or {}
-    return f"{model.get('role')}/{model.get('method')}/seed={model.get('seed')}"
+_name = record_name
 
 
 def _model(rec: dict[str, Any]) -> dict[str, Any]:
@@ -161,6 +153,8 @@ def check_records(records: list[dict[str, Any]]) -> None:
                         info.get(attr, default),
                     )  # fmt: skip
         model = _model(rec)
+        if model["role"] == "method":
+            TrainCost.from_record(rec)  # a missing or renamed cost field fails here, not as a silent "–"
         key = (model["role"], model.get("method"), model.get("seed"))
         if key in keys:
             raise RecordError(
@@ -390,10 +384,10 @@ class CostTable:
     fields: tuple[tuple[str, str], ...] = COST_FIELDS  # (key, header) in column order
 
 
-def _cost_values(train: dict[str, Any], setup: bool) -> dict[str, float | None]:
-    out = {key: _number(train.get(key)) for key, _ in COST_FIELDS}
+def _cost_values(cost: TrainCost | None, setup: bool) -> dict[str, float | None]:
+    out: dict[str, float | None] = {key: None if cost is None else getattr(cost, key) for key, _ in COST_FIELDS}
     if setup:
-        gen = _number(train.get("setup_generation_s")) or 0.0  # absent: no teacher generation before training
+        gen = (cost.setup_generation_s if cost else None) or 0.0  # not recorded: no teacher generation before training
         out["setup_generation_s"] = gen
         out["total_s"] = None if out["wall_s"] is None else out["wall_s"] + gen
     return out
@@ -404,11 +398,12 @@ def build_cost_table(records: list[dict[str, Any]]) -> CostTable:
     and its ratio to KD."""
     check_records(records)
     groups = [(key, recs) for key, recs in group_records(records) if key[0] == "method"]
-    setup = any("setup_generation_s" in (r.get("train") or {}) for _, recs in groups for r in recs)
+    costs = {id(r): TrainCost.from_record(r) for _, recs in groups for r in recs}
+    setup = any(c is not None and c.setup_generation_s is not None for c in costs.values())
     fields = (COST_FIELDS[0], *SETUP_FIELDS, *COST_FIELDS[1:]) if setup else COST_FIELDS
     rows = []
     for (_, method), recs in groups:
-        per_rec = [(r, _cost_values(r.get("train") or {}, setup)) for r in recs]
+        per_rec = [(r, _cost_values(costs[id(r)], setup)) for r in recs]
         cells: dict[str, Stat] = {}
         for key, _ in fields:
             pairs = [(r["model"].get("seed"), v[key]) for r, v in per_rec if v[key] is not None]

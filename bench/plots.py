@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.leaderboard import _number, build_leaderboard, ci_half, group_records, in_average
+from bench.record import TrainCost
 from bench.render import _csv_text
 from distill.atomic import atomic_path, atomic_write_text
 
@@ -88,7 +89,8 @@ def _curves(run_dir: Path, records: list[dict[str, Any]]) -> dict[str, list[list
             model = rec["model"]
             if (model["role"], model.get("method")) != (row.role, row.method):
                 continue
-            path = (rec.get("train") or {}).get("metrics")
+            cost = TrainCost.from_record(rec)
+            path = cost.metrics if cost is not None else None
             home = Path(rec["_source"]).parent.parent if "_source" in rec else run_dir  # the record's own run dir
             found = resolve_metrics_path(str(path), home) if path else None
             if found is not None and (rows := read_metrics(found)):

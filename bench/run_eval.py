@@ -1,5 +1,6 @@
 """The suite's evaluation stage (``eval:<model>``): a model's fidelity to the teacher, its task scores through the
-eval engine, its learning curve, and its record (``<run>/records/<name>.json``, schema ``distillm-bench/record/v1``)."""
+eval engine, its learning curve, and its record (``<run>/records/<name>.json``; its schema and typed training cost:
+``bench/record.py``)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,13 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench.record import SCHEMA, TrainCost
 from bench.suite import SuiteConfig, as_dict
 from distill.atomic import atomic_write_json, atomic_write_jsonl
 from distill.methods import method_label
 
 if TYPE_CHECKING:
     from bench.run import SuiteRun
-
-RECORD_SCHEMA = "distillm-bench/record/v1"
 
 
 def evaluate_model(run: SuiteRun, d: Path, role: str, method: str | None, seed: int | None) -> dict[str, Any]:
@@ -82,7 +82,7 @@ def evaluate_model(run: SuiteRun, d: Path, role: str, method: str | None, seed: 
         if c.train.curve_points and role != "teacher":
             curve = learning_curve(run, d, role, train, mcfg, task_metrics)
     record = {
-        "schema": RECORD_SCHEMA,
+        "schema": SCHEMA,
         "run_id": c.resolved_run_id,
         "suite": c.name,
         "suite_hash": c.hash,
@@ -90,18 +90,7 @@ def evaluate_model(run: SuiteRun, d: Path, role: str, method: str | None, seed: 
         "metrics": metrics,
         "metric_info": info,
         "task_versions": versions,
-        "train": None
-        if train is None
-        else {
-            "wall_s": train["wall_s"],
-            "tokens": train["tokens"],
-            "tokens_per_s": train["tokens_per_s"],
-            "generation_s": train["generation_s"],
-            "generation_share": train["generation_share"],
-            "setup_generation_s": train.get("setup_generation_s", 0.0),
-            "peak_rss_mib": train["peak_rss_mib"],
-            "metrics": train["metrics"],
-        },
+        "train": None if train is None else TrainCost.from_summary({"setup_generation_s": 0.0, **train}).as_dict(),
         "provenance": run_provenance(c),
         "samples": samples,
     }

@@ -23,6 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from bench.record import TrainCost
 from bench.suite import SuiteConfig
 from distill.atomic import atomic_write_json, atomic_write_text
 from distill.config import ConfigError
@@ -113,7 +114,7 @@ def run_sweep(cfg: SuiteConfig, lrs: list[float], progress: bool = True) -> dict
                     "val_avg": _avg(rec),
                     "metrics": rec["metrics"],
                     "curve": [_curve_avg(p, rec["metric_info"]) for p in rec.get("curve", [])],
-                    "tokens_per_s": (rec.get("train") or {}).get("tokens_per_s"),
+                    "tokens_per_s": None if (cost := TrainCost.from_record(rec)) is None else cost.tokens_per_s,
                 }
             )
     chosen = {}

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.leaderboard import build_cost_table, build_leaderboard, load_records
+from bench.record import TrainCost
 from bench.render import render, render_cost
 from bench.separation import build_paired, render_md, render_paired
 from distill.atomic import atomic_write_json, atomic_write_text
@@ -63,8 +64,9 @@ def write_throughput(cfg: SuiteConfig, records: list[dict[str, Any]], threads: d
     note = f"Run `{cfg.resolved_run_id}`; threads: {threads['note']}.\n"
     per_method: dict[str, list[float]] = {}
     for r in records:
-        if r["model"]["role"] == "method" and r.get("train"):
-            per_method.setdefault(r["model"]["method"], []).append(r["train"]["tokens_per_s"])
+        cost = TrainCost.from_record(r) if r["model"]["role"] == "method" else None
+        if cost is not None:
+            per_method.setdefault(r["model"]["method"], []).append(cost.tokens_per_s)
     data = {
         "suite": cfg.name,
         "run_id": cfg.resolved_run_id,

@@ -371,3 +371,34 @@ def test_run_ends_with_the_task_average_of_every_row():
     text = _headline(path)
     assert "| SFT " in text and "0.240 ± 0.037" in text and "| Teacher " in text and "leaderboard.md" in text
     assert _headline(path.parent / "missing.json") == ""
+
+
+@pytest.mark.parametrize(
+    ("edit", "needle"),
+    [
+        (lambda t: t.pop("tokens_per_s"), "train.tokens_per_s is missing"),
+        (lambda t: t.update(tokens_per_sec=t.pop("tokens_per_s")), "train.tokens_per_s is missing"),  # renamed
+        (lambda t: t.update(wall_s="fast"), "train.wall_s = 'fast' is not a finite number"),
+        (lambda t: t.update(peak_rss_mib=float("nan")), "train.peak_rss_mib = nan"),
+    ],
+)
+def test_a_records_training_cost_is_typed_a_bad_field_is_an_error_not_a_dash(edit, needle):
+    """The cost once travelled as a dict read by string keys: a renamed key showed "–" in the cost table."""
+    records = make_records()
+    edit(records[2]["train"])
+    with pytest.raises(RecordError, match=needle) as err:
+        build_cost_table(records)
+    assert "method/distillm/seed=0" in str(err.value)
+    with pytest.raises(RecordError, match=needle):
+        build_leaderboard(records)  # every table validates its records the same way
+
+
+def test_train_cost_round_trips_and_reads_older_records():
+    from bench.record import TrainCost
+
+    summary = {"method": "kd", "steps": 3, "wall_s": 2.5, "tokens": 300, "tokens_per_s": 120.0, "generation_s": 0.0,
+               "generation_share": 0.0, "peak_rss_mib": 512.0, "metrics": "m.jsonl", "setup_generation_s": 0.0}  # fmt: skip
+    cost = TrainCost.from_summary(summary)
+    assert TrainCost.from_dict(cost.as_dict(), "x") == cost and cost.tokens == 300 and cost.metrics == "m.jsonl"
+    old = make_records()  # records as the eval stage wrote them before the type (no setup_generation_s)
+    assert TrainCost.from_record(old[0]) is None and TrainCost.from_record(old[2]).setup_generation_s is None
