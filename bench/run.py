@@ -38,12 +38,20 @@ from typing import Any
 from bench import store
 from bench.contention import PeakRSS, threads_summary
 from bench.run_eval import attach_record, evaluate_model
-from bench.stage_config import Inputs, config_key, init_config, method_config, planned, teacher_config
+from bench.stage_config import (
+    Inputs,
+    config_key,
+    init_config,
+    method_config,
+    planned,
+    teacher_config,
+    teacher_encoding,
+)
 from bench.store import stage_lock, store_root
 from bench.suite import SuiteConfig, as_dict
 from bench.tables import write_throughput
 from distill.atomic import atomic_write_json, atomic_write_jsonl
-from distill.config import save_config
+from distill.config import config_to_dict, save_config
 
 #: Part of every stage key. Bump it when a stage's outputs change for the same suite config (a fix in the
 #: trainer, the evaluation or the data path), so that no run reuses stages computed by the older code.
@@ -122,9 +130,16 @@ class SuiteRun:
             teacher_deps = ["teacher"]
         self._add("prompts", as_dict(c)["prompts"], [], self._run_prompts, 2.0)
         n_prompts = c.prompts.n_train + c.prompts.n_heldout
+        data, sampling = teacher_encoding(c)  # the train slice's epoch 0, as the training stages read it
+        encoding = {"max_prompt_len": data.max_prompt_len, "max_len": data.max_len, "chat": data.chat}
         self._add(
             "responses",
-            {"teacher": as_dict(c)["teacher"], "sampling": as_dict(c)["teacher_sampling"]},
+            {
+                "teacher": as_dict(c)["teacher"],
+                "sampling": as_dict(c)["teacher_sampling"],
+                "encoding": encoding,
+                "train_sampling": config_to_dict(sampling),
+            },  # fmt: skip
             ["prompts", *teacher_deps],
             self._run_responses,
             est.teacher_gen_s_per_prompt * n_prompts,
@@ -339,7 +354,7 @@ class SuiteRun:
         c = self.cfg
         teacher_cfg = self._teacher_model()
         model, tok = load_for_inference(teacher_cfg)  # a 7B teacher generates on the GPU, not the CPU
-        data = init_config(c, planned(c)).data  # the training stages' prompt encoding and length
+        data, train_sampling = teacher_encoding(c)  # the training stages' prompt encoding, length and sampling
         out: dict[str, Any] = {"generations": str(d / "generations")}
         for split in ("train", "val", "heldout", "labelled"):
             src = [json.loads(x) for x in Path(self.output("prompts")[split]).read_text().splitlines()]
@@ -365,7 +380,7 @@ class SuiteRun:
             else:
                 if split == "train":  # encoded and capped exactly as the training stages encode it
                     ids = [encode_prompt(tok, p, data.max_prompt_len, data.chat) for p in prompts]
-                    sp = teacher_sampling_for(c.teacher_sampling, ids, data.max_len)
+                    sp = teacher_sampling_for(train_sampling, ids, data.max_len)
                 else:  # not trained on: whole prompts, the suite's own length
                     ids = HFGenerator(model, tok).encode_prompts(prompts)
                     sp = teacher_sampling_for(c.teacher_sampling, ids, None)

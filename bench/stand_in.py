@@ -8,7 +8,8 @@ keeps everything the suite does and shrinks only what needs a GPU or the hub:
 * **data**: fixture files in the exact schemas of the hub datasets (``bench/stand_in_data/``: databricks-dolly-15k,
   UltraChat-200k, MetaMathQA, Evol-Instruct-Code-80k, and the evaluation sets: MiniLLM's Dolly, Self-Instruct,
   Vicuna, S-NI, UnNI, GSM8K, MBPP), read by the same loaders as the hub rows;
-* **sizes**: a few dozen prompts, short responses, and the suite's epochs (each one or two optimizer steps);
+* **sizes**: 16 training prompts, short responses, batches of at most 4 (gradient accumulation cut to fit), and
+  the suite's own epochs (1 to 4 optimizer steps each);
 * **backends**: ``gen_backend=vllm`` becomes ``hf-engine`` (the engine code path: the merged LoRA snapshot and the
   weight sync before each round, with HF generation behind it), lm-eval's vLLM backend becomes HF, and fp16/bf16
   autocast becomes fp32.
@@ -52,9 +53,13 @@ def stand_in(cfg: SuiteConfig) -> SuiteConfig:
     pools = {p: str(DATA / f"{p}.jsonl") for p in cfg.prompts.pools if p in POOL_FILES}
     tasks = {t: min(k, n["eval_examples"]) for t, k in cfg.eval.tasks.items()}
     task_files = {t: str(DATA / f"{t}.jsonl") for t in tasks if t in TASK_FILES}
-    engine = (
-        ["gen_backend=hf-engine"] if any("gen_backend=vllm" in o.replace(" ", "") for o in cfg.train.overrides) else []
-    )
+
+    def no_vllm(overrides: list[str]) -> list[str]:  # the engine code path, with HF generation behind it
+        vllm = any("gen_backend=vllm" in o.replace(" ", "") for o in overrides)
+        return [*overrides, "gen_backend=hf-engine"] if vllm else list(overrides)
+
+    batch = min(cfg.train.batch_size, 4)
+    accum = max(1, min(cfg.train.grad_accum, n["n_train"] // batch))  # at least one optimizer step per epoch
     overrides = [
         f"name={cfg.name}-stand-in",
         f"teacher={{name: tiny-{arch}-h64-l4, dtype: float32}}",
@@ -73,9 +78,11 @@ def stand_in(cfg: SuiteConfig) -> SuiteConfig:
         f"train.student_max_new_tokens={new}",
         "train.mixed_precision=no",
         "train.gen_batch_size=16",
-        f"train.batch_size={min(cfg.train.batch_size, 4)}",
+        f"train.batch_size={batch}",
+        f"train.grad_accum={accum}",
         f"train.warmup_steps={min(cfg.train.warmup_steps, 1)}",
-        f"train.overrides={[*cfg.train.overrides, *engine]}",
+        f"train.overrides={no_vllm(cfg.train.overrides)}",
+        f"train.method_overrides={ {m: no_vllm(o) for m, o in cfg.train.method_overrides.items()} }",
         f"eval.tasks={tasks}",
         f"eval.data_files={task_files}",
         "eval.backend=hf",

@@ -11,6 +11,7 @@ A LoRA student is merged into a copy of its weights (:func:`merged_state_dict`),
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,6 +58,9 @@ class VLLMGenerator:
         self._vllm = vllm
         self.tokenizer, self.chat = tokenizer, chat
         engine_kwargs.setdefault("dtype", "bfloat16")
+        # the V1 engine runs its workers in other processes: load_weights sends them a callable (collective_rpc),
+        # which vLLM pickles only with this set (not verified on a GPU here; scripts/gpu-check.sh's vllm-sync row)
+        os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
         self.llm = vllm.LLM(model=model_dir, **engine_kwargs)
 
     def generate(self, prompts: Sequence[Prompt], sampling: SamplingParams) -> list[list[Completion]]:
@@ -143,10 +147,10 @@ def merged_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
         for name, module in base.named_modules():
             if isinstance(module, LoraLayer) and not module.merged:
                 w = module.get_base_layer().weight
-                adapters = [a for a in module.active_adapters if a in module.lora_A]
-                merged[f"{name}.weight"] = sum(
-                    (module.get_delta_weight(a) for a in adapters), start=w.detach().clone()
-                )
+                own = {**module.lora_A, **getattr(module, "lora_embedding_A", {})}  # linear and embedding adapters
+                deltas = [module.get_delta_weight(a) for a in module.active_adapters if a in own]
+                # in the base weight's dtype, as PEFT's own merge (adapters may be kept in fp32 over a bf16 base)
+                merged[f"{name}.weight"] = sum(deltas, start=w.detach().float()).to(w.dtype) if deltas else w.detach()
     out = {}
     for key, value in base.state_dict().items():
         if "lora_" in key or ".original_module." in key:
@@ -164,16 +168,18 @@ def save_merged(model: torch.nn.Module, tok, path: str | Path) -> None:
     tok.save_pretrained(path)
 
 
-def engine_student(holder: list, model, tok, out_dir: Path, backend: str = "vllm", batch_size: int = 64):
+def engine_student(holder: list, model, tok, out_dir: Path, backend: str = "vllm", batch_size: int = 64,
+                   **engine_kwargs: Any):  # fmt: skip
     """One engine per run (``ENGINES[backend]``) over a snapshot of the initial student (adapters merged); weights
-    are synced before each round."""
+    are synced before each round. ``engine_kwargs`` go to the engine (vLLM: ``dtype``, ...)."""
     if not holder:
         snap = out_dir / "engine-student-init"
         if not (snap / "config.json").is_file():
             with atomic_dir(snap) as tmp:
                 save_merged(model, tok, tmp)
         if backend == "vllm":
-            holder.append(VLLMGenerator(str(snap), tok, gpu_memory_utilization=0.3, enforce_eager=True))
+            kw = {"gpu_memory_utilization": 0.3, "enforce_eager": True, **engine_kwargs}
+            holder.append(VLLMGenerator(str(snap), tok, **kw))
         else:
-            holder.append(ENGINES[backend](str(snap), tok, batch_size=batch_size))
+            holder.append(ENGINES[backend](str(snap), tok, batch_size=batch_size, **engine_kwargs))
     return holder[0]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -301,6 +302,8 @@ class TeacherResponses:
                  root: str | Path, batch_size: int, timer: dict | None = None):  # fmt: skip
         self.teacher_cfg, self.teacher, self.tok, self.prompts, self.sp = teacher_cfg, teacher, tok, prompts, sp
         self.root, self.batch_size, self.timer = Path(root), batch_size, timer if timer is not None else {}
+        #: the directory was given (a suite's responses stage), so epoch 0 is expected to be there
+        self.given = False
         #: generation key -> seconds, charged once per run (kept in checkpoints: a resumed run neither loses the cost
         #: of an epoch its sampler already holds nor counts a replayed one twice)
         self.charged: dict[str, float] = {}
@@ -313,7 +316,9 @@ class TeacherResponses:
 
         sp = teacher_sampling_for(cfg.teacher_sampling, prompts, cfg.data.max_len)
         root = cfg.teacher_responses or Path(cfg.cache_dir or default_cache_dir()) / "generations"
-        return cls(cfg.teacher, teacher, tok, prompts, sp, root, cfg.gen_batch_size, timer)
+        out = cls(cfg.teacher, teacher, tok, prompts, sp, root, cfg.gen_batch_size, timer)
+        out.given = cfg.teacher_responses is not None
+        return out
 
     @property
     def seconds(self) -> float:
@@ -333,6 +338,10 @@ class TeacherResponses:
         if path.is_file():
             self.charged.setdefault(key, json.loads(meta.read_text())["seconds"] if meta.is_file() else 0.0)
             return [self._complete(json.loads(line)) for line in path.read_text().splitlines()]
+        if epoch == 0 and self.given:
+            print(f"warning: the teacher's epoch-0 responses are not in {self.root}: the responses stage encoded or "
+                  "sampled the train prompts otherwise (another tokenizer or chat template?); sampling them again, "
+                  "so this method does not train on the responses KD trains on", file=sys.stderr)  # fmt: skip
         t0 = time.perf_counter()
         gen = HFGenerator(self.teacher, self.tok, batch_size=self.batch_size, progress="teacher responses")
         sp = replace(self.sp, seed=teacher_epoch_seed(self.sp.seed, epoch))

@@ -74,12 +74,14 @@ class _EngineStandIn:
     def __init__(self, model_dir: str, tokenizer, chat: bool = True, **engine_kwargs):
         assert (Path(model_dir) / "config.json").is_file(), "the engine's snapshot has no config.json"
         self.model, _ = load_model(model_dir)
-        self.tokenizer, self.syncs = tokenizer, 0
+        self.tokenizer, self.syncs, self.sums = tokenizer, 0, []
         _EngineStandIn.instances.append(self)
 
     def load_weights(self, model) -> None:
-        self.model.load_state_dict(merged_state_dict(model), strict=True)
+        state = merged_state_dict(model)
+        self.model.load_state_dict(state, strict=True)
         self.syncs += 1
+        self.sums.append(float(sum(v.double().sum() for v in state.values())))
 
     def generate_ids(self, prompt_ids, sampling):
         return HFGenerator(self.model, self.tokenizer, batch_size=16).generate_ids(prompt_ids, sampling)
@@ -105,6 +107,8 @@ def test_lora_training_with_an_engine_backend_keeps_its_adapters(method, backend
     train(cfg)
     (engine,) = _EngineStandIn.instances
     assert engine.syncs >= 1
+    if backend == "vllm":  # each sync carried the student's current weights: they moved between rounds
+        assert engine.syncs == 1 or len(set(engine.sums)) > 1
     rows = [json.loads(x) for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and all(r["grad_norm"] and r["grad_norm"] > 0 for r in rows)  # adapters trained throughout
     # the exported student (its adapters merged at export, on the way out) moved away from the base weights

@@ -110,3 +110,19 @@ def test_a_bad_value_anywhere_in_train_fails_when_the_suite_loads(override, need
     with pytest.raises(ConfigError, match=needle) as err:
         load_suite("smoke", [override])
     assert "\n" not in str(err.value)
+
+
+def test_overrides_are_validated_once_after_the_typed_values():
+    """An override may fix what the typed sections alone leave invalid: validating each intermediate config refused
+    this suite (DistiLLM reads validation; the override turns it back on), which the trainer's own CLI accepts."""
+    suite = load_suite("smoke", ["train.validation=off", "train.method_overrides={distillm: [validation=auto]}"])
+    assert method_config(suite, "distillm", 0, planned(suite)).validation == "auto"
+
+
+def test_the_responses_stage_key_follows_how_the_train_prompts_are_encoded():
+    """Epoch 0 of the teacher's samples is written by the responses stage as the training stages encode the train
+    prompts: a change of that encoding must reach its key (and not reuse responses cut at the old length)."""
+    base = SuiteRun(load_suite("smoke")).by_name("responses").key
+    for extra in (["train.max_len=160"], ["train.max_prompt_len=64"], ["train.overrides=[teacher_sampling.top_k=5]"]):
+        assert SuiteRun(load_suite("smoke", extra)).by_name("responses").key != base, extra
+    assert SuiteRun(load_suite("smoke", ["train.lr=1e-3"])).by_name("responses").key == base
