@@ -59,7 +59,7 @@ def read_prompts(path: str) -> list[str]:
 
 
 def run_generate(cfg: GenerateConfig) -> Path:
-    from distill.generation import make_generator
+    from distill.engines import make_generator
     from distill.models import load_for_inference, resolve_source
 
     out = Path(cfg.output_dir)

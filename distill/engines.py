@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from distill.atomic import atomic_dir
-from distill.generation import Completion, HFGenerator, Prompt, SamplingParams, render_prompt, stream_seed
+from distill.generation import Completion, Generator, HFGenerator, Prompt, SamplingParams, render_prompt, stream_seed
 
 
 def build_vllm_requests(rendered_prompts: Sequence[str], sampling: SamplingParams) -> list[tuple[str, dict[str, Any]]]:
@@ -128,6 +128,17 @@ class HFEngine:
 #: the trainer's engine backends for student generation (``gen_backend``): an engine is built once per run on a
 #: snapshot of the student and synced before each round
 ENGINES: dict[str, type] = {"vllm": VLLMGenerator, "hf-engine": HFEngine}
+
+
+def make_generator(backend: str, model, tokenizer, *, model_dir: str | None = None, **kwargs: Any) -> Generator:
+    """Build the backend named in config: ``hf`` (needs ``model``) or ``vllm`` (needs ``model_dir``)."""
+    if backend == "hf":
+        return HFGenerator(model, tokenizer, **kwargs)
+    if backend == "vllm":
+        if model_dir is None:
+            raise ValueError("backend=vllm needs a model directory")
+        return VLLMGenerator(model_dir, tokenizer, **kwargs)
+    raise ValueError(f"unknown generation backend {backend!r}; allowed: hf, vllm")
 
 
 def merged_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:

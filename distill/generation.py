@@ -5,7 +5,7 @@
   prompt depends only on the seed, the prompt and the sample index, never on the batch it landed in. This makes
   runs deterministic under a seed and batched output equal to unbatched output (greedy and sampled, up to
   floating-point ties). On CPU it is also 2.2x faster than HF's ``torch.multinomial`` path (sizing.md §2).
-* vLLM, and the trainer's engines for student generation: ``distill/engines.py``.
+* vLLM, the trainer's engines for student generation and ``make_generator`` (a backend by name): ``distill/engines.py``.
 
 Prompts are strings (one user turn) or chat message lists. The tokenizer's chat template is applied where it
 has one and ``chat`` is on.
@@ -240,19 +240,6 @@ class HFGenerator:
                 ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
                 finished = True
         return Completion(text=text, token_ids=ids, finish_reason="stop" if finished else "length")
-
-
-def make_generator(backend: str, model, tokenizer, *, model_dir: str | None = None, **kwargs: Any) -> Generator:
-    """Build the backend named in config: ``hf`` (needs ``model``) or ``vllm`` (needs ``model_dir``)."""
-    if backend == "hf":
-        return HFGenerator(model, tokenizer, **kwargs)
-    if backend == "vllm":
-        from distill.engines import VLLMGenerator
-
-        if model_dir is None:
-            raise ValueError("backend=vllm needs a model directory")
-        return VLLMGenerator(model_dir, tokenizer, **kwargs)
-    raise ValueError(f"unknown generation backend {backend!r}; allowed: hf, vllm")
 
 
 # --------------------------------------------------------------------------------------------- in training

@@ -11,12 +11,11 @@ import pytest
 import torch
 
 from distill.config import ConfigError, load_config
-from distill.engines import build_vllm_requests
+from distill.engines import build_vllm_requests, make_generator
 from distill.generation import (
     HFGenerator,
     InverseCDFSampler,
     SamplingParams,
-    make_generator,
     render_prompt,
     stream_seed,
 )
