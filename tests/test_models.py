@@ -58,8 +58,9 @@ def test_tiny_qwen2_and_name_parsing():
     assert type(model).__name__ == "Qwen2ForCausalLM"
     assert model.config.hidden_size == 32 and model.config.num_hidden_layers == 2 and len(tok) == 400
     assert parse_tiny_name("tiny-llama-p64") == {"arch": "llama", "h": 64, "l": 4, "v": 512, "p": 64}
+    assert parse_tiny_name("tiny-gpt2-h32")["arch"] == "gpt2"  # the DistiLLM GPT-2 suite's stand-in
     with pytest.raises(ModelSourceError, match="bad tiny model name"):
-        parse_tiny_name("tiny-gpt2")
+        parse_tiny_name("tiny-mamba")
 
 
 def test_unknown_sources_fail_with_one_line():
