@@ -117,7 +117,7 @@ def test_smoke_suite_end_to_end_killed_and_resumed(tmp_path):
     args = [*SMALL, f"output_root={tmp_path / 'a'}"]
     killed = _run(args, env={"DISTILLM_FAULT_KILL_AFTER_STAGES": "6"})
     assert killed.returncode == -9, killed.stderr[-2000:]
-    run_dir = next(p for p in (tmp_path / "a").iterdir() if p.name != "stages")  # the other: the store
+    run_dir = next(p for p in (tmp_path / "a").iterdir() if p.name not in ("stages", "benchmarks"))  # the run
     done = sorted(p.parent.name for p in run_dir.glob("stages/*/done.json"))
     assert len(done) == 6
     resumed = _run(args)
@@ -138,7 +138,7 @@ def test_smoke_suite_end_to_end_killed_and_resumed(tmp_path):
     # an uninterrupted run of the same suite gives the same records
     fresh = _run([*SMALL, f"output_root={tmp_path / 'b'}"])
     assert fresh.returncode == 0, fresh.stderr[-2000:]
-    fresh_dir = next(p for p in (tmp_path / "b").iterdir() if p.name != "stages")
+    fresh_dir = next(p for p in (tmp_path / "b").iterdir() if p.name not in ("stages", "benchmarks"))
     assert fresh_dir.name == run_dir.name
     assert _metrics(fresh_dir) == _metrics(run_dir)
     assert len(_metrics(run_dir)) == 2 + 2 * 2  # teacher, init, 2 methods x 2 seeds
