@@ -169,13 +169,19 @@ def test_two_process_ddp_equals_one_process(train_data, teacher_dir, tmp_path):
     res = _cli([*base, *common, "optim.batch_size=2"], launcher=torchrun)
     assert res.returncode == 0, res.stderr[-2000:]
     _, single = run(train_data, teacher_dir, tmp_path / "single", *common, "optim.batch_size=4")
-    ddp = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["tokens"] for r in ddp] == [r["tokens"] for r in single]
-    for rd, rs in zip(ddp, single, strict=True):
-        assert rd["loss"] == pytest.approx(rs["loss"], rel=1e-5)
-    wd, ws = weights(tmp_path / "ddp"), weights(tmp_path / "single")
-    for k in wd:
-        torch.testing.assert_close(wd[k], ws[k], rtol=0, atol=1e-5)
+    _assert_same_run(tmp_path / "ddp", tmp_path / "single", single)
+
+
+def _assert_same_run(multi: Path, one: Path, single: list[dict]) -> None:
+    """A multi-process run equals the single-process one: tokens, losses (rel 1e-5) and final weights (atol 1e-5)."""
+    rows = [json.loads(line) for line in (multi / "metrics.jsonl").read_text().splitlines()]
+    assert [r["tokens"] for r in rows] == [r["tokens"] for r in single]
+    for rm, rs in zip(rows, single, strict=True):
+        assert rm["loss"] == pytest.approx(rs["loss"], rel=1e-5)
+    wm, ws = weights(multi), weights(one)
+    assert wm.keys() == ws.keys()
+    for k in wm:
+        torch.testing.assert_close(wm[k], ws[k], rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -572,14 +578,7 @@ def test_two_process_fsdp_on_cpu_equals_one_process(train_data, teacher_dir, tmp
                launcher=launcher)  # fmt: skip
     assert res.returncode == 0, res.stderr[-2000:]
     _, single = run(train_data, teacher_dir, tmp_path / "single", *common, "optim.batch_size=4")
-    fsdp = [json.loads(line) for line in (tmp_path / "fsdp" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["tokens"] for r in fsdp] == [r["tokens"] for r in single]
-    for rf, rs in zip(fsdp, single, strict=True):
-        assert rf["loss"] == pytest.approx(rs["loss"], rel=1e-5)
-    wf, ws = weights(tmp_path / "fsdp"), weights(tmp_path / "single")
-    assert wf.keys() == ws.keys()
-    for k in wf:
-        torch.testing.assert_close(wf[k], ws[k], rtol=0, atol=1e-5)
+    _assert_same_run(tmp_path / "fsdp", tmp_path / "single", single)
 
 
 def test_the_shipped_zero3_config_loads_and_plans():
