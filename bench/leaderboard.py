@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.record import SCHEMA, RecordError, TrainCost, record_name  # noqa: F401  (re-exported)
+from bench.record import SCHEMA, RecordError, TrainCost, record_name  # noqa: F401  (SCHEMA, RecordError: re-exported)
 from bench.stats import Diff, Stat, ci_half, compare, t_crit, t_table  # noqa: F401  (re-exported)
 from distill.methods import COMPARED
 
@@ -110,15 +110,12 @@ def load_records(run_dirs: list[Path]) -> list[dict[str, Any]]:
     return records
 
 
-_name = record_name
-
-
 def _model(rec: dict[str, Any]) -> dict[str, Any]:
     model = rec.get("model")
     if not isinstance(model, dict) or model.get("role") not in ROLES:
-        raise RecordError(f"record {_name(rec)}: model.role must be one of {', '.join(ROLES)}")
+        raise RecordError(f"record {record_name(rec)}: model.role must be one of {', '.join(ROLES)}")
     if model["role"] == "method" and not model.get("method"):
-        raise RecordError(f"record {_name(rec)}: a method record needs model.method")
+        raise RecordError(f"record {record_name(rec)}: a method record needs model.method")
     return model
 
 
@@ -135,9 +132,9 @@ def check_records(records: list[dict[str, Any]]) -> None:
     keys: dict[tuple, dict] = {}
     for rec in records:
         if rec.get("schema") != SCHEMA:
-            raise RecordError(f"record {_name(rec)}: schema {rec.get('schema')!r} is not {SCHEMA!r}")
+            raise RecordError(f"record {record_name(rec)}: schema {rec.get('schema')!r} is not {SCHEMA!r}")
         if not isinstance(rec.get("metrics"), dict):
-            raise RecordError(f"record {_name(rec)}: no metrics object")
+            raise RecordError(f"record {record_name(rec)}: no metrics object")
         if rec.get("suite_hash") != first.get("suite_hash"):
             raise _disagree(first, rec, "suite_hash", first.get("suite_hash"), rec.get("suite_hash"))
         for task, version in (rec.get("task_versions") or {}).items():
@@ -158,13 +155,15 @@ def check_records(records: list[dict[str, Any]]) -> None:
         key = (model["role"], model.get("method"), model.get("seed"))
         if key in keys:
             raise RecordError(
-                f"records {_name(keys[key])} and {_name(rec)} are duplicates of (role, method, seed) {key}"
+                f"records {record_name(keys[key])} and {record_name(rec)} are duplicates of (role, method, seed) {key}"
             )
         keys[key] = rec
 
 
 def _disagree(a: dict, b: dict, what: str, va: Any, vb: Any) -> RecordError:
-    return RecordError(f"records {_name(a)} and {_name(b)} disagree on {what} ({va!r} vs {vb!r}); never mixed")
+    return RecordError(
+        f"records {record_name(a)} and {record_name(b)} disagree on {what} ({va!r} vs {vb!r}); never mixed"
+    )
 
 
 # --------------------------------------------------------------------------- leaderboard

@@ -90,7 +90,7 @@ def evaluate_model(run: SuiteRun, d: Path, role: str, method: str | None, seed: 
         "metrics": metrics,
         "metric_info": info,
         "task_versions": versions,
-        "train": None if train is None else TrainCost.from_summary({"setup_generation_s": 0.0, **train}).as_dict(),
+        "train": None if train is None else TrainCost.from_summary(train).as_dict(),
         "provenance": run_provenance(c),
         "samples": samples,
     }

@@ -91,11 +91,11 @@ def stand_in(cfg: SuiteConfig) -> SuiteConfig:
         f"eval.rouge_max_new_tokens={new}",
         "eval.batch_size=16",
         "eval.max_length=256",
-        # --plan's cost model for the stand-in, from its runs on this 2-core box (paper-distillm-gpt2: 137 s for
-        # 17 stages; paper-distillm2-qwen2: 110 s), not the GPU suite's
+        # --plan's cost model for the stand-in, from its run alone on this 2-core box (paper-distillm-gpt2: 56 s for
+        # 17 stages), not the GPU suite's
         "estimate.teacher_gen_s_per_prompt=0.05",
-        "estimate.eval_s_per_model=8",
-        "estimate.stage_overhead_s=4",
+        "estimate.eval_s_per_model=3",
+        "estimate.stage_overhead_s=2",
         "estimate.init_s_per_example_epoch=0.05",
         f"estimate.train_s_per_1k_tokens={ {m: 1.0 for m in cfg.methods} }",
     ]

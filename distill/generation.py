@@ -286,11 +286,11 @@ class TeacherResponses:
     """
 
     def __init__(self, teacher_cfg: ModelConfig, teacher, tok, prompts: list[list[int]], sp: SamplingParams,
-                 root: str | Path, batch_size: int, timer: dict | None = None):  # fmt: skip
+                 root: str | Path, batch_size: int, timer: dict | None = None, given: bool = False):  # fmt: skip
         self.teacher_cfg, self.teacher, self.tok, self.prompts, self.sp = teacher_cfg, teacher, tok, prompts, sp
         self.root, self.batch_size, self.timer = Path(root), batch_size, timer if timer is not None else {}
         #: the directory was given (a suite's responses stage), so epoch 0 is expected to be there
-        self.given = False
+        self.given = given
         #: generation key -> seconds, charged once per run (kept in checkpoints: a resumed run neither loses the cost
         #: of an epoch its sampler already holds nor counts a replayed one twice)
         self.charged: dict[str, float] = {}
@@ -303,9 +303,8 @@ class TeacherResponses:
 
         sp = teacher_sampling_for(cfg.teacher_sampling, prompts, cfg.data.max_len)
         root = cfg.teacher_responses or Path(cfg.cache_dir or default_cache_dir()) / "generations"
-        out = cls(cfg.teacher, teacher, tok, prompts, sp, root, cfg.gen_batch_size, timer)
-        out.given = cfg.teacher_responses is not None
-        return out
+        return cls(cfg.teacher, teacher, tok, prompts, sp, root, cfg.gen_batch_size, timer,
+                   given=cfg.teacher_responses is not None)  # fmt: skip
 
     @property
     def seconds(self) -> float:
