@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 test: setup
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/ruff check .
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/pytest -q
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/pytest -q -n auto --dist loadfile
 
 # the tests marked slow (real SmolLM2 checks, all HumanEval solutions, tiny end-to-end suites); CI runs them too
 test-slow: setup

@@ -40,15 +40,16 @@ def _main(args: argparse.Namespace) -> int:
     except TaskDataError as err:
         raise CLIError(str(err)) from None
     rows = []
-    for name, info in record["tasks"].items():
-        for metric, value in info["scores"].items():
-            if not metric.endswith("_std"):
-                std = info["scores"].get(f"{metric}_std", 0.0)
-                rows.append(
-                    [name, info.get("version", "-"), info.get("n_examples", "-"), metric, f"{value:.4f}", f"{std:.4f}"]
-                )
+    for key, metric in record.metrics.items():
+        task, _, name = key.rpartition("/")
+        entry = record.tasks.get(task)
+        version, n = (entry.version, entry.n) if entry else ("-", "-")
+        std = f"{metric.std:.4f}" if metric.std is not None else "-"
+        value = "-" if metric.value is None else f"{metric.value:.4f}"
+        rows.append([task, version, n, name, value, std])
     print(tabulate(rows, headers=["task", "version", "examples", "metric", "mean", "std over seeds"]))
-    print(f"\nseeds {record['seeds']}, wall time {record['wall_time_s']:.1f} s\nwrote {record['run_dir']}/record.json")
+    run = record.eval
+    print(f"\nseeds {run['seeds']}, wall time {run['wall_time_s']:.1f} s\nwrote {run['run_dir']}/record.json")
     return 0
 
 

@@ -2,9 +2,10 @@
 
 Output layout (``output_dir/run_name/``)::
 
-    record.json            provenance + scores: resolved config, task versions/sources/data hashes, generation
-                           settings, per-seed and mean/std metrics, git commit, package versions, hardware, seeds,
-                           sandbox isolation, wall time
+    record.json            a record (``bench/record.py``): metrics (mean, std over seeds, direction, category),
+                           tasks (versions, sources, data hashes, generation settings, per-seed scores),
+                           provenance (git commit, packages, hardware, sandbox isolation), and the run (resolved
+                           config, seeds, lm-eval's metadata, wall time)
     samples/<task>.jsonl   one row per (seed, example, sample): prompt, completion, extracted answer, score
 
 Protocols: ``task`` uses each task's own generation settings; ``distillm`` is the DistiLLM v1 protocol (sampling
@@ -26,7 +27,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bench.lmeval import build_task_run, evaluate, make_lm, quiet_lm_eval, seed_summary, uses_chat, with_overrides
-from distill.atomic import atomic_dir, atomic_write_json, atomic_write_jsonl
+from bench.record import Metric, ModelRef, Record, TaskRecord
+from distill.atomic import atomic_dir, atomic_write_jsonl
 from distill.config import ConfigError, config_to_dict
 from tasks import TASKS, get_task
 from tasks.base import GenerationSpec, Task
@@ -125,7 +127,7 @@ def task_spec(task: Task, cfg: EvalConfig) -> GenerationSpec:
     )
 
 
-def run_eval(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
+def run_eval(cfg: EvalConfig, progress: bool = True) -> Record:
     """Run the evaluation and write the record + samples; returns the record."""
     if not cfg.model:
         raise ConfigError("model is required (e.g. --model tiny-llama)")
@@ -151,17 +153,18 @@ def run_eval(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
     try:
         with atomic_dir(run_dir) as tmp:  # nothing half-written: the run dir appears whole, or not at all
             work.append(tmp)
-            record = _evaluate_into(tmp, cfg, tasks, builtin, examples, specs, seeds, run_name, start)
+            record = _evaluate_into(tmp, run_dir, cfg, tasks, builtin, examples, specs, seeds, run_name, start)
     except OSError as err:  # name the destination, not the temporary directory it was being written in
         where = Path(str(err.filename2 or err.filename or ""))
         if err.errno is None or not work or not where.is_relative_to(work[0]):
             raise
         raise OSError(err.errno, err.strerror, str(run_dir / where.relative_to(work[0]))) from None
-    record["run_dir"] = str(run_dir)
     return record
 
 
-def _evaluate_into(dest: Path, cfg, tasks, builtin, examples, specs, seeds, run_name: str, start: float) -> dict:
+def _evaluate_into(
+    dest: Path, run_dir: Path, cfg, tasks, builtin, examples, specs, seeds, run_name: str, start: float
+) -> Record:
     """The evaluation proper, written under ``dest`` (a temporary directory renamed to the run dir at the end)."""
     work_dir = dest / "lm_eval_data"
     lm, tokenizer = make_lm(
@@ -198,42 +201,67 @@ def _evaluate_into(dest: Path, cfg, tasks, builtin, examples, specs, seeds, run_
     shutil.rmtree(work_dir / "hf_cache", ignore_errors=True)  # datasets' scratch copy (arrow files, .lock files)
     for name, rows in samples.items():
         atomic_write_jsonl(dest / "samples" / f"{name.replace(':', '_')}.jsonl", rows)
-    record = {
-        "schema_version": 1,
-        "kind": "eval",
-        "run_name": run_name,
-        "model": cfg.model,
-        "config": config_to_dict(cfg),
-        "seeds": seeds,
-        "chat_template": chat,
-        "tasks": {
-            t.name: {
-                **t.info(),
-                "source_in_use": t.source_in_use(),
-                "n_examples": len(examples[t.name]),
-                "split": cfg.split,
-                "data_sha256": t.fingerprint(cfg.split),
-                "data_files": {str(p): file_sha256(p) for p in t.data_files()},
-                "generation": vars(specs[t.name])
-                | {"stop": list(specs[t.name].stop), "plain_stop": list(specs[t.name].plain_stop)},
-                "per_seed": per_seed.get(t.name, []),
-                "scores": seed_summary([_metrics_only(r) for r in per_seed.get(t.name, [])]),
-            }
-            for t in tasks
-        }
-        | {
-            BUILTIN_PREFIX + b: {
-                "per_seed": per_seed.get(BUILTIN_PREFIX + b, []),
-                "scores": _metrics_only(per_seed.get(BUILTIN_PREFIX + b, [{}])[0]),
-            }
-            for b in builtin
+    tasks_out: dict[str, TaskRecord] = {}
+    metrics: dict[str, Metric] = {}
+    for t in tasks:
+        rows = per_seed.get(t.name, [])
+        scores = seed_summary([_metrics_only(r) for r in rows])
+        tasks_out[t.name] = TaskRecord(
+            version=t.version,
+            category=t.category,
+            n=len(examples[t.name]),
+            split=cfg.split,
+            data_sha256=t.fingerprint(cfg.split),
+            primary_metric=t.primary_metric,
+            source=t.source_in_use(),
+            data_files={str(p): file_sha256(p) for p in t.data_files()},
+            generation=vars(specs[t.name])
+            | {"stop": list(specs[t.name].stop), "plain_stop": list(specs[t.name].plain_stop)},
+            per_seed=tuple(rows),
+        )
+        metrics |= task_metrics(t.name, scores, t)
+    for b in builtin:
+        name = BUILTIN_PREFIX + b
+        rows = per_seed.get(name, [])
+        tasks_out[name] = TaskRecord(version=(lm_eval_meta.get("versions") or {}).get(b), per_seed=tuple(rows))
+        metrics |= task_metrics(name, _metrics_only(rows[0] if rows else {}), None)
+    record = Record(
+        run_id=run_name,
+        model=ModelRef(role="model", label=cfg.model, path=cfg.model),
+        metrics=metrics,
+        tasks=tasks_out,
+        provenance=provenance(any(t.category == "code" for t in tasks)),
+        samples={name: str(run_dir / "samples" / f"{name.replace(':', '_')}.jsonl") for name in samples},
+        eval={
+            "config": config_to_dict(cfg),
+            "seeds": seeds,
+            "chat_template": chat,
+            "lm_eval": lm_eval_meta,
+            "wall_time_s": round(time.time() - start, 3),
+            "run_dir": str(run_dir),
         },
-        "provenance": provenance(any(t.category == "code" for t in tasks)),
-        "lm_eval": lm_eval_meta,
-        "wall_time_s": round(time.time() - start, 3),
-    }
-    atomic_write_json(dest / "record.json", record)
+    )
+    record.write(dest / "record.json")
     return record
+
+
+def task_metrics(name: str, scores: dict[str, float], task: Task | None) -> dict[str, Metric]:
+    """``name/metric`` entries of a task's scores. Each metric's direction, category and primary flag come from
+    the registry task (``Task.lower_is_better``, ``category``, ``primary_metric``); an lm-eval task (``task`` None)
+    counts every metric, higher is better. The spread over seeds is the ``<metric>_std`` score."""
+    out = {}
+    for metric, value in scores.items():
+        if metric.endswith("_std") or metric.endswith("_stderr"):
+            continue
+        out[f"{name}/{metric}"] = Metric(
+            value=value,
+            higher_is_better=task is None or metric not in task.lower_is_better,
+            category="other" if task is None else task.category,
+            label=f"{name} {metric}",
+            primary=task is None or metric == task.primary_metric,
+            std=scores.get(f"{metric}_std"),
+        )
+    return out
 
 
 def _first(examples: list, n: int | None) -> list:

@@ -19,6 +19,7 @@ import torch
 
 from distill.data import Example, collate, encode_example, shift_targets
 from distill.generation import HFGenerator, SamplingParams
+from distill.losses import nll
 
 METRIC_INFO = {
     "fidelity/kl": {"category": "fidelity", "higher_is_better": False, "label": "KL(T||S)", "pipeline_check": False},
@@ -89,7 +90,7 @@ def fidelity(
             q = lq[j][mask[j]]
             p = teacher_lp[i + j].float()
             kl_sum += float((p.exp() * (p - q)).sum(-1).clamp_min(0.0).sum())  # KL >= 0 per token
-            nll_sum += float(-q.gather(-1, labels[j][mask[j]][:, None]).sum())
+            nll_sum += float(nll(q[None], labels=labels[j][mask[j]][None]).sum())
             n_tok += int(mask[j].sum())
     gen = HFGenerator(model, tok, batch_size=max(batch_size, 16))
     prompts = [r.prompt_ids for r in rows]

@@ -1,8 +1,8 @@
 """Leaderboard and cost tables, built from evaluation records (``bench/render.py`` writes them as Markdown, LaTeX, CSV
 and JSON).
 
-Records are the JSON files ``<run_dir>/records/*.json`` written by ``bench/run_eval.py`` (schema
-``distillm-bench/record/v1``, one per evaluated model and seed). Nothing here re-runs or re-scores anything:
+Records are the files ``<run_dir>/records/*.json`` written by ``bench/run_eval.py`` (one per evaluated model and
+seed; their schema and validation: ``bench/record.py``). Nothing here re-runs or re-scores anything:
 ``distillm-bench leaderboard RUN_DIR...`` re-renders from the records alone.
 
 Table semantics (also stated in each table's footnote):
@@ -14,7 +14,7 @@ Table semantics (also stated in each table's footnote):
 - a cell is the mean ± the 95% confidence half-width over seeds, ``t_{0.975, n-1} · s / sqrt(n)`` (``s`` the
   sample std, ddof=1); a single value where n = 1;
 - **Avg.** is, per seed, the mean of the primary higher-is-better task metrics (one per task: a metric whose
-  ``metric_info`` says ``"primary": false`` is shown but not averaged), excluding fidelity and pipeline checks;
+  record says ``"primary": false`` is shown but not averaged), excluding fidelity and pipeline checks;
 - **Gap rec.** is, per seed, ``(Avg. − Avg.(init)) / (Avg.(teacher) − Avg.(init))``: the fraction of the
   teacher–init gap the method recovers; "–" for the teacher and the init, and everywhere when the gap is 0;
 - bold: the best student (every row but the teacher) per column, by ``higher_is_better``; ties are all bold, but
@@ -24,20 +24,19 @@ Table semantics (also stated in each table's footnote):
 
 Method-vs-method comparisons (paired on seeds) are in ``bench/separation.py``.
 
-Records that disagree on schema, suite_hash, a task version or a metric's definition are refused with one line
+Records that fail validation, or disagree on suite_hash, a task version or a metric's definition, are refused with one line
 naming both records and the field (:class:`RecordError`, a ``ValueError``), as are duplicate (role, method, seed).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.record import SCHEMA, RecordError, TrainCost, record_name  # noqa: F401  (SCHEMA, RecordError: re-exported)
+from bench.record import SCHEMA, Metric, Record, RecordError, TrainCost, as_records  # noqa: F401  (SCHEMA: re-exported)
 from bench.stats import Diff, Stat, ci_half, compare, t_crit, t_table  # noqa: F401  (re-exported)
 from distill.methods import COMPARED
 
@@ -91,79 +90,51 @@ class Leaderboard:
 # --------------------------------------------------------------------------- records
 
 
-def load_records(run_dirs: list[Path]) -> list[dict[str, Any]]:
-    """Read ``<run_dir>/records/*.json`` of every run dir (sorted by name). Each dict gets ``_source`` (its path)."""
+def load_records(run_dirs: list[Path]) -> list[Record]:
+    """Read and validate ``<run_dir>/records/*.json`` of every run dir (sorted by name)."""
     records = []
     for run_dir in run_dirs:
         files = sorted(Path(run_dir, "records").glob("*.json"))
         if not files:
             raise RecordError(f"no records under {Path(run_dir, 'records')}")
-        for path in files:
-            try:
-                rec = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError) as err:
-                raise RecordError(f"cannot read record {path}: {err}") from err
-            if not isinstance(rec, dict):
-                raise RecordError(f"record {path} is not a JSON object")
-            rec["_source"] = str(path)
-            records.append(rec)
+        records.extend(Record.read(path) for path in files)
     return records
 
 
-def _model(rec: dict[str, Any]) -> dict[str, Any]:
-    model = rec.get("model")
-    if not isinstance(model, dict) or model.get("role") not in ROLES:
-        raise RecordError(f"record {record_name(rec)}: model.role must be one of {', '.join(ROLES)}")
-    if model["role"] == "method" and not model.get("method"):
-        raise RecordError(f"record {record_name(rec)}: a method record needs model.method")
-    return model
-
-
-_INFO_DEFAULTS = {"category": None, "higher_is_better": None, "pipeline_check": None, "primary": True}
-
-
-def check_records(records: list[dict[str, Any]]) -> None:
-    """Refuse records that must not share a table (see the module docstring)."""
+def check_records(records: list[Any]) -> list[Record]:
+    """The records, validated, if they may share a table (see the module docstring); else :class:`RecordError`."""
+    records = as_records(records)
     if not records:
         raise RecordError("no records to tabulate")
     first = records[0]
-    versions: dict[str, tuple[Any, dict]] = {}
-    infos: dict[str, tuple[dict, dict]] = {}
-    keys: dict[tuple, dict] = {}
+    versions: dict[str, tuple[Any, Record]] = {}
+    defs: dict[str, tuple[Metric, Record]] = {}
+    keys: dict[tuple, Record] = {}
     for rec in records:
-        if rec.get("schema") != SCHEMA:
-            raise RecordError(f"record {record_name(rec)}: schema {rec.get('schema')!r} is not {SCHEMA!r}")
-        if not isinstance(rec.get("metrics"), dict):
-            raise RecordError(f"record {record_name(rec)}: no metrics object")
-        if rec.get("suite_hash") != first.get("suite_hash"):
-            raise _disagree(first, rec, "suite_hash", first.get("suite_hash"), rec.get("suite_hash"))
-        for task, version in (rec.get("task_versions") or {}).items():
-            other = versions.setdefault(task, (version, rec))
-            if other[0] != version:
-                raise _disagree(other[1], rec, f"task_versions[{task!r}]", other[0], version)
-        for metric, info in (rec.get("metric_info") or {}).items():
-            other_info, other_rec = infos.setdefault(metric, (info, rec))
-            for attr, default in _INFO_DEFAULTS.items():
-                if other_info.get(attr, default) != info.get(attr, default):
+        if rec.model.role not in ROLES:
+            raise RecordError(f"record {rec.name}: model.role must be one of {', '.join(ROLES)}")
+        if rec.suite_hash != first.suite_hash:
+            raise _disagree(first, rec, "suite_hash", first.suite_hash, rec.suite_hash)
+        for task, entry in rec.tasks.items():
+            other = versions.setdefault(task, (entry.version, rec))
+            if other[0] != entry.version:
+                raise _disagree(other[1], rec, f"tasks[{task!r}].version", other[0], entry.version)
+        for key, metric in rec.metrics.items():
+            other_metric, other_rec = defs.setdefault(key, (metric, rec))
+            for attr in Metric.DEFINITION:
+                if getattr(other_metric, attr) != getattr(metric, attr):
                     raise _disagree(
-                        other_rec, rec, f"metric_info[{metric!r}].{attr}", other_info.get(attr, default),
-                        info.get(attr, default),
-                    )  # fmt: skip
-        model = _model(rec)
-        if model["role"] == "method":
-            TrainCost.from_record(rec)  # a missing or renamed cost field fails here, not as a silent "–"
-        key = (model["role"], model.get("method"), model.get("seed"))
+                        other_rec, rec, f"metrics[{key!r}].{attr}", getattr(other_metric, attr), getattr(metric, attr)
+                    )
+        key = (rec.model.role, rec.model.method, rec.model.seed)
         if key in keys:
-            raise RecordError(
-                f"records {record_name(keys[key])} and {record_name(rec)} are duplicates of (role, method, seed) {key}"
-            )
+            raise RecordError(f"records {keys[key].name} and {rec.name} are duplicates of (role, method, seed) {key}")
         keys[key] = rec
+    return records
 
 
-def _disagree(a: dict, b: dict, what: str, va: Any, vb: Any) -> RecordError:
-    return RecordError(
-        f"records {record_name(a)} and {record_name(b)} disagree on {what} ({va!r} vs {vb!r}); never mixed"
-    )
+def _disagree(a: Record, b: Record, what: str, va: Any, vb: Any) -> RecordError:
+    return RecordError(f"records {a.name} and {b.name} disagree on {what} ({va!r} vs {vb!r}); never mixed")
 
 
 # --------------------------------------------------------------------------- leaderboard
@@ -185,20 +156,13 @@ def _column_rank(col: Column) -> tuple[int, int]:
     return (len(TASK_CATEGORY_ORDER), 0)
 
 
-def metric_columns(records: list[dict[str, Any]]) -> list[Column]:
+def metric_columns(records: list[Record]) -> list[Column]:
     """The columns of ``records``' metrics (with their direction and category), in table order, plus Avg."""
     seen: dict[str, Column] = {}
     for rec in records:
-        infos = rec.get("metric_info") or {}
-        for key in [*infos, *rec["metrics"]]:
-            if key in seen:
-                continue
-            info = infos.get(key) or {}
-            category = info.get("category") or (key.split("/")[0] if key.startswith("fidelity/") else "other")
-            seen[key] = Column(
-                key, str(info.get("label") or key), category, bool(info.get("higher_is_better", True)),
-                bool(info.get("pipeline_check", False)), bool(info.get("primary", True)),
-            )  # fmt: skip
+        for key, m in rec.metrics.items():
+            if key not in seen:
+                seen[key] = Column(key, m.label, m.category, m.higher_is_better, m.pipeline_check, m.primary)
     cols = sorted(seen.values(), key=_column_rank)  # stable: keeps first appearance within a rank
     if any(in_average(c) for c in cols):
         cols.append(Column(AVERAGE, "Avg.", "", True))
@@ -210,42 +174,46 @@ def in_average(col: Column) -> bool:
     return col.higher_is_better and col.primary and not col.pipeline_check and col.category not in ("fidelity", "")
 
 
-def _group_key(model: dict[str, Any], first_seen: dict[tuple, int]) -> tuple:
-    role_rank = ROLES.index(model["role"])
-    method = model.get("method")
+def _group_key(rec: Record, first_seen: dict[tuple, int]) -> tuple:
+    role_rank = ROLES.index(rec.model.role)
+    method = rec.model.method
     method_rank = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
-    return (role_rank, method_rank, first_seen[(model["role"], method)])
+    return (role_rank, method_rank, first_seen[(rec.model.role, method)])
 
 
-def _seed_order(rec: dict[str, Any]) -> tuple:
-    seed = rec["model"].get("seed")
+def _seed_order(rec: Record) -> tuple:
+    seed = rec.model.seed
     return (seed is not None, seed if isinstance(seed, (int, float)) else 0, str(seed))
 
 
-def group_records(records: list[dict[str, Any]]) -> list[tuple[tuple[str, str | None], list[dict[str, Any]]]]:
+def group_records(records: list[Any]) -> list[tuple[tuple[str, str | None], list[Record]]]:
     """``((role, method), records sorted by seed)`` in leaderboard row order."""
-    groups: dict[tuple, list[dict]] = {}
-    for rec in records:
-        model = _model(rec)
-        groups.setdefault((model["role"], model.get("method")), []).append(rec)
+    groups: dict[tuple, list[Record]] = {}
+    for rec in as_records(records):
+        groups.setdefault((rec.model.role, rec.model.method), []).append(rec)
     first_seen = {k: i for i, k in enumerate(groups)}
-    ordered = sorted(groups.items(), key=lambda kv: _group_key(kv[1][0]["model"], first_seen))
+    ordered = sorted(groups.items(), key=lambda kv: _group_key(kv[1][0], first_seen))
     return [(k, sorted(recs, key=_seed_order)) for k, recs in ordered]
 
 
-def _cell(recs: list[dict[str, Any]], value) -> Stat:
-    pairs = [(r["model"].get("seed"), v) for r in recs if (v := value(r)) is not None]
+def _cell(recs: list[Record], value) -> Stat:
+    pairs = [(r.model.seed, v) for r in recs if (v := value(r)) is not None]
     return Stat([v for _, v in pairs], [s for s, _ in pairs])
 
 
-def build_leaderboard(records: list[dict[str, Any]]) -> Leaderboard:
-    check_records(records)
+def record_average(rec: Record, keys: list[str]) -> float | None:
+    """The mean of ``rec``'s values of ``keys`` (None if any is missing)."""
+    values = [rec.value(k) for k in keys]
+    return None if None in values else statistics.fmean(values)  # type: ignore[arg-type]
+
+
+def build_leaderboard(records: list[Any]) -> Leaderboard:
+    records = check_records(records)
     columns = metric_columns(records)
     averaged = [c.key for c in columns if in_average(c)]
 
-    def average(rec: dict[str, Any]) -> float | None:
-        values = [_number(rec["metrics"].get(k)) for k in averaged]
-        return None if None in values else statistics.fmean(values)  # type: ignore[arg-type]
+    def average(rec: Record) -> float | None:
+        return record_average(rec, averaged)
 
     rows = []
     for (role, method), recs in group_records(records):
@@ -254,10 +222,10 @@ def build_leaderboard(records: list[dict[str, Any]]) -> Leaderboard:
             if col.key == AVERAGE:
                 cells[col.key] = _cell(recs, average)
             else:
-                cells[col.key] = _cell(recs, lambda r, k=col.key: _number(r["metrics"].get(k)))
+                cells[col.key] = _cell(recs, lambda r, k=col.key: r.value(k))
         default = {"teacher": "Teacher", "student-init": "Student init"}.get(role, str(method))
-        label = str(recs[0]["model"].get("label") or default)
-        rows.append(Row(label, role, method, [r["model"].get("seed") for r in recs], cells))
+        label = str(recs[0].model.label or default)
+        rows.append(Row(label, role, method, [r.model.seed for r in recs], cells))
 
     keys = {c.key for c in columns}
     teacher = next((r for r in rows if r.role == "teacher"), None)
@@ -283,10 +251,8 @@ def build_leaderboard(records: list[dict[str, Any]]) -> Leaderboard:
                 continue
             row.delta, row.delta_ci95, row.delta_significant = d.mean, d.half, d.significant
     first = records[0]
-    run_ids = list(dict.fromkeys(str(r.get("run_id", "")) for r in records))
-    lb = Leaderboard(
-        str(first.get("suite", "")), str(first.get("suite_hash", "")), run_ids, columns, rows, headline, [], gap
-    )
+    run_ids = list(dict.fromkeys(r.run_id for r in records))
+    lb = Leaderboard(first.suite or "", first.suite_hash or "", run_ids, columns, rows, headline, [], gap)
     lb.footnotes = _footnotes(lb, init is not None)
     return lb
 
@@ -392,12 +358,12 @@ def _cost_values(cost: TrainCost | None, setup: bool) -> dict[str, float | None]
     return out
 
 
-def build_cost_table(records: list[dict[str, Any]]) -> CostTable:
+def build_cost_table(records: list[Any]) -> CostTable:
     """One row per method (teacher and student init excluded), in leaderboard order: each cost's mean over seeds
     and its ratio to KD."""
-    check_records(records)
+    records = check_records(records)
     groups = [(key, recs) for key, recs in group_records(records) if key[0] == "method"]
-    costs = {id(r): TrainCost.from_record(r) for _, recs in groups for r in recs}
+    costs = {id(r): r.train for _, recs in groups for r in recs}
     setup = any(c is not None and c.setup_generation_s is not None for c in costs.values())
     fields = (COST_FIELDS[0], *SETUP_FIELDS, *COST_FIELDS[1:]) if setup else COST_FIELDS
     rows = []
@@ -405,10 +371,10 @@ def build_cost_table(records: list[dict[str, Any]]) -> CostTable:
         per_rec = [(r, _cost_values(costs[id(r)], setup)) for r in recs]
         cells: dict[str, Stat] = {}
         for key, _ in fields:
-            pairs = [(r["model"].get("seed"), v[key]) for r, v in per_rec if v[key] is not None]
+            pairs = [(r.model.seed, v[key]) for r, v in per_rec if v[key] is not None]
             cells[key] = Stat([v for _, v in pairs], [s for s, _ in pairs])
-        label = str(recs[0]["model"].get("label") or method)
-        rows.append(CostRow(label, str(method), [r["model"].get("seed") for r in recs], cells, {}))
+        label = str(recs[0].model.label or method)
+        rows.append(CostRow(label, str(method), [r.model.seed for r in recs], cells, {}))
     ref = next((r for r in rows if r.method == REFERENCE_METHOD), None)
     for row in rows:
         for key, _ in fields:
@@ -432,7 +398,4 @@ def build_cost_table(records: list[dict[str, Any]]) -> CostTable:
     else:
         notes.append("No KD row: ratios are not shown.")
     first = records[0]
-    return CostTable(
-        str(first.get("suite", "")), str(first.get("suite_hash", "")), rows, ref.label if ref else None, notes,
-        fields,
-    )  # fmt: skip
+    return CostTable(first.suite or "", first.suite_hash or "", rows, ref.label if ref else None, notes, fields)

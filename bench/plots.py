@@ -20,8 +20,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from bench.leaderboard import _number, build_leaderboard, ci_half, group_records, in_average
-from bench.record import TrainCost
+from bench.leaderboard import _number, build_leaderboard, ci_half, group_records, in_average, record_average
+from bench.record import Record, as_records
 from bench.render import _csv_text
 from distill.atomic import atomic_path, atomic_write_text
 
@@ -80,18 +80,17 @@ def _value(row: dict[str, Any], key: str) -> float | None:
     return float(v)
 
 
-def _curves(run_dir: Path, records: list[dict[str, Any]]) -> dict[str, list[list[dict[str, Any]]]]:
+def _curves(run_dir: Path, records: list[Any]) -> dict[str, list[list[dict[str, Any]]]]:
     """label -> one metrics.jsonl row list per seed (records without a readable metrics file are skipped)."""
     out: dict[str, list[list[dict[str, Any]]]] = {}
+    records = as_records(records)
     lb = build_leaderboard(records)
     for row in lb.rows:
         for rec in records:
-            model = rec["model"]
-            if (model["role"], model.get("method")) != (row.role, row.method):
+            if (rec.model.role, rec.model.method) != (row.role, row.method):
                 continue
-            cost = TrainCost.from_record(rec)
-            path = cost.metrics if cost is not None else None
-            home = Path(rec["_source"]).parent.parent if "_source" in rec else run_dir  # the record's own run dir
+            path = rec.train.metrics if rec.train is not None else None
+            home = Path(rec.source).parent.parent if rec.source else run_dir  # the record's own run dir
             found = resolve_metrics_path(str(path), home) if path else None
             if found is not None and (rows := read_metrics(found)):
                 out.setdefault(row.label, []).append(rows)
@@ -104,7 +103,7 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def plot_training_curves(run_dir: Path, records: list[dict[str, Any]]) -> Path | None:
+def plot_training_curves(run_dir: Path, records: list[Any]) -> Path | None:
     curves = _curves(run_dir, records)
     if not curves:
         return None
@@ -140,7 +139,7 @@ def plot_training_curves(run_dir: Path, records: list[dict[str, Any]]) -> Path |
     return path
 
 
-def plot_leaderboard(run_dir: Path, records: list[dict[str, Any]]) -> Path | None:
+def plot_leaderboard(run_dir: Path, records: list[Any]) -> Path | None:
     lb = build_leaderboard(records)
     if lb.headline is None:
         return None
@@ -163,12 +162,13 @@ def plot_leaderboard(run_dir: Path, records: list[dict[str, Any]]) -> Path | Non
 CURVE_FIELDS = ("method", "seed", "tokens", "category", "value")
 
 
-def curve_points(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def curve_points(records: list[Any]) -> list[dict[str, Any]]:
     """The per-seed learning-curve values: one dict per (record, curve point, task category) with ``method``
     (model.method, or the role for the student init), ``label``, ``role``, ``seed``, ``index`` (the point's position
     in the record's curve), ``tokens``, ``category`` and ``value`` (the mean of the category's primary non-pipeline
     task metrics present at that point). Leaderboard row order, then seed, then point, then category."""
-    if not any(rec.get("curve") for rec in records):
+    records = as_records(records)
+    if not any(rec.curve for rec in records):
         return []
     lb = build_leaderboard(records)
     categories: dict[str, list[str]] = {}
@@ -179,8 +179,8 @@ def curve_points(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for (role, method), recs in group_records(records):
         for rec in recs:
-            curve = rec.get("curve")
-            if not isinstance(curve, list):
+            curve = rec.curve
+            if curve is None:
                 continue
             for index, point in enumerate(curve):
                 if not isinstance(point, dict) or (tokens := _number(point.get("tokens"))) is None:
@@ -190,13 +190,13 @@ def curve_points(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     values = [v for k in keys if (v := _number(metrics.get(k))) is not None]
                     if values:
                         out.append({"method": method or role, "label": labels[(role, method)], "role": role,
-                                    "seed": rec["model"].get("seed"), "index": index, "tokens": tokens,
+                                    "seed": rec.model.seed, "index": index, "tokens": tokens,
                                     "category": category, "value": statistics.fmean(values),
                                     "keys": [k for k in keys if _number(metrics.get(k)) is not None]})  # fmt: skip
     return out
 
 
-def write_curves_csv(run_dir: Path, points: list[dict[str, Any]]) -> Path | None:
+def write_curves_csv(run_dir: Path, points: list[Any]) -> Path | None:
     if not points:
         return None
     rows = [[p["method"], "" if p["seed"] is None else p["seed"], p["tokens"], p["category"], repr(p["value"])]
@@ -206,13 +206,9 @@ def write_curves_csv(run_dir: Path, points: list[dict[str, Any]]) -> Path | None
     return path
 
 
-def _final_value(recs: list[dict[str, Any]], keys: list[str]) -> float | None:
+def _final_value(recs: list[Record], keys: list[str]) -> float | None:
     """The mean over ``recs`` of each record's mean over ``keys`` (records missing a key are skipped)."""
-    per_rec = []
-    for rec in recs:
-        values = [_number(rec["metrics"].get(k)) for k in keys]
-        if values and None not in values:
-            per_rec.append(statistics.fmean(values))  # type: ignore[arg-type]
+    per_rec = [v for rec in recs if keys and (v := record_average(rec, keys)) is not None]
     return statistics.fmean(per_rec) if per_rec else None
 
 
@@ -230,7 +226,7 @@ def _mean_line(points: list[dict[str, Any]]) -> tuple[list[float], list[float], 
     return xs, ys, halves
 
 
-def plot_learning_curves(run_dir: Path, records: list[dict[str, Any]], points=None) -> Path | None:
+def plot_learning_curves(run_dir: Path, records: list[Any], points=None) -> Path | None:
     """``learning_curves.png`` (see the module docstring); None when no record has a curve."""
     points = curve_points(records) if points is None else points
     if not points:
@@ -276,7 +272,7 @@ def plot_learning_curves(run_dir: Path, records: list[dict[str, Any]], points=No
     return path
 
 
-def write_plots(run_dir: Path, records: list[dict[str, Any]]) -> list[Path]:
+def write_plots(run_dir: Path, records: list[Any]) -> list[Path]:
     """Write ``training_curves.png`` (when any metrics.jsonl is found), ``leaderboard.png``, and
     ``learning_curves.png`` with ``curves.csv`` (when any record has a curve) into ``run_dir``."""
     run_dir = Path(run_dir)

@@ -37,6 +37,7 @@ from typing import Any
 
 from bench import store
 from bench.contention import PeakRSS, threads_summary
+from bench.record import Record
 from bench.run_eval import attach_record, evaluate_model
 from bench.stage_config import (
     Inputs,
@@ -296,8 +297,8 @@ class SuiteRun:
         atomic_write_json(self.run_dir / "run_summary.json", summary)
         return summary
 
-    def _collect_records(self) -> list[dict[str, Any]]:
-        return [json.loads(p.read_text()) for p in sorted((self.run_dir / "records").glob("*.json"))]
+    def _collect_records(self) -> list[Record]:
+        return [Record.read(p) for p in sorted((self.run_dir / "records").glob("*.json"))]
 
     def output(self, name: str) -> dict[str, Any]:
         done = self.by_name(name).done(self.run_dir)

@@ -5,12 +5,13 @@ eval engine, its learning curve, and its record (``<run>/records/<name>.json``; 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.record import SCHEMA, TrainCost
+from bench.record import Metric, ModelRef, Record, TaskRecord, TrainCost
 from bench.suite import SuiteConfig, as_dict
-from distill.atomic import atomic_write_json, atomic_write_jsonl
+from distill.atomic import atomic_write_jsonl
 from distill.methods import method_label
 
 if TYPE_CHECKING:
@@ -35,8 +36,8 @@ def evaluate_model(run: SuiteRun, d: Path, role: str, method: str | None, seed: 
         mcfg = ModelConfig(name=path, dtype=c.eval.dtype)
         init_label = "Student init (SFT)" if c.init.enabled else "Student init"
         label = init_label if role == "student-init" else method_label(method)
-    metrics: dict[str, float] = {}
-    info: dict[str, dict[str, Any]] = {}
+    metrics: dict[str, Metric] = {}
+    tasks: dict[str, TaskRecord] = {}
     samples: dict[str, str] = {}
     if c.eval.fidelity:
         teacher, tok = load_for_inference(tcfg)
@@ -64,44 +65,40 @@ def evaluate_model(run: SuiteRun, d: Path, role: str, method: str | None, seed: 
             batch_size=c.eval.batch_size,
             max_new_tokens=c.eval.rouge_max_new_tokens,
         )
-        metrics.update(fm)
-        info.update(METRIC_INFO)
+        metrics |= {k: Metric(value=v, **METRIC_INFO[k]) for k, v in fm.items()}
         atomic_write_jsonl(d / "fidelity_samples.jsonl", fs)
         samples["fidelity"] = str(d / "fidelity_samples.jsonl")
         del model, teacher
-    versions: dict[str, Any] = {}
     curve: list[dict[str, Any]] | None = None
     if c.eval.tasks:
         rec = task_eval(run, d, mcfg.name, mcfg)
-        task_metrics, task_info = task_metrics_of(rec, c.eval.pipeline_checks, c.eval.not_averaged)
-        metrics.update(task_metrics)
-        info.update(task_info)
-        for task, entry in rec["tasks"].items():
-            versions[task] = entry.get("version")
-            samples[task] = str(Path(rec["run_dir"]) / "samples" / f"{task}.jsonl")
+        task_metrics = suite_metrics(rec, c.eval.pipeline_checks, c.eval.not_averaged)
+        metrics |= task_metrics
+        tasks = dict(rec.tasks)
+        samples |= rec.samples
         if c.train.curve_points and role != "teacher":
-            curve = learning_curve(run, d, role, train, mcfg, task_metrics)
-    record = {
-        "schema": SCHEMA,
-        "run_id": c.resolved_run_id,
-        "suite": c.name,
-        "suite_hash": c.hash,
-        "model": {"role": role, "method": method, "seed": seed, "label": label, "path": path},
-        "metrics": metrics,
-        "metric_info": info,
-        "task_versions": versions,
-        "train": None if train is None else TrainCost.from_summary(train).as_dict(),
-        "provenance": run_provenance(c),
-        "samples": samples,
-    }
-    if curve is not None:
-        record["curve"] = curve
+            curve = learning_curve(run, d, role, train, mcfg, {k: m.value for k, m in task_metrics.items()})
+    record = Record(
+        run_id=c.resolved_run_id,
+        suite=c.name,
+        suite_hash=c.hash,
+        model=ModelRef(role=role, method=method, seed=seed, label=label, path=path),
+        metrics=metrics,
+        tasks=tasks,
+        train=None if train is None else TrainCost.from_summary(train),
+        provenance=run_provenance(c),
+        samples=samples,
+        curve=None if curve is None else tuple(curve),
+    )
     name = role if role != "method" else f"{method}-s{seed}"
-    atomic_write_json(run.run_dir / "records" / f"{name}.json", record)
+    record.write(run.run_dir / "records" / f"{name}.json")
     # the stage's own copy: records/ holds the latest run of each model name, which a sweep's next grid point
     # (same names, other stages) overwrites
-    atomic_write_json(d / "record.json", record)
-    return {"record": str(run.run_dir / "records" / f"{name}.json"), "metrics": metrics}
+    record.write(d / "record.json")
+    return {
+        "record": str(run.run_dir / "records" / f"{name}.json"),
+        "metrics": {k: m.value for k, m in metrics.items()},
+    }
 
 
 def learning_curve(run: SuiteRun, d: Path, role: str, train, mcfg, final: dict[str, float]) -> list[dict[str, Any]]:
@@ -112,9 +109,9 @@ def learning_curve(run: SuiteRun, d: Path, role: str, train, mcfg, final: dict[s
     limits = dict(c.eval.curve_tasks or c.eval.tasks)
     same = limits == dict(c.eval.tasks)
 
-    def point(path: str, name: str) -> dict[str, float]:
+    def point(path: str, name: str) -> dict[str, float | None]:
         rec = task_eval(run, d, path, mcfg, limits=limits, run_name=name)
-        return task_metrics_of(rec, c.eval.pipeline_checks, c.eval.not_averaged)[0]
+        return {k: m.value for k, m in rec.metrics.items()}
 
     if role == "student-init":
         return [{"tokens": 0, "metrics": final if same else point(mcfg.name, "curve-0")}]
@@ -158,32 +155,20 @@ def eval_config(
 
 def task_eval(
     run: SuiteRun, d: Path, name: str, mcfg, limits: dict[str, int] | None = None, run_name: str = "tasks"
-) -> dict[str, Any]:
+) -> Record:
     from bench.evaluate import run_eval
 
     return run_eval(eval_config(run, d, name, mcfg.cache_dir, limits=limits, run_name=run_name), progress=False)
 
 
-def task_metrics_of(
-    rec: dict[str, Any], pipeline_checks, not_averaged=()
-) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
-    """``task/metric`` values and their column info from an eval record. ``primary``: the task's primary metric,
-    the one Avg. counts (none for a task in ``not_averaged``)."""
-    metrics, info = {}, {}
-    for task, entry in rec["tasks"].items():
-        for metric, value in entry["scores"].items():
-            if metric.endswith("_std") or metric.endswith("_stderr"):
-                continue
-            key = f"{task}/{metric}"
-            metrics[key] = value
-            info[key] = {
-                "category": entry.get("category", "other"),
-                "higher_is_better": entry.get("higher_is_better", {}).get(metric, True),  # the task's own say
-                "label": f"{task} {metric}",
-                "pipeline_check": task in pipeline_checks,
-                "primary": metric == entry.get("primary_metric", metric) and task not in not_averaged,
-            }
-    return metrics, info
+def suite_metrics(rec: Record, pipeline_checks, not_averaged=()) -> dict[str, Metric]:
+    """The eval engine's task metrics as the suite counts them: a task in ``eval.pipeline_checks`` is a pipeline
+    check, and one in ``eval.not_averaged`` is shown but not counted in Avg."""
+    out = {}
+    for key, m in rec.metrics.items():
+        task = key.rpartition("/")[0]
+        out[key] = replace(m, pipeline_check=task in pipeline_checks, primary=m.primary and task not in not_averaged)
+    return out
 
 
 def attach_record(run: SuiteRun, stage: str, d: Path) -> None:
@@ -196,12 +181,17 @@ def attach_record(run: SuiteRun, stage: str, d: Path) -> None:
     done = json.loads((d / "done.json").read_text())
     if "record" not in done:
         return
-    rec, c = json.loads(own.read_text()), run.cfg
-    if rec.get("suite_hash") != c.hash:
-        rec["computed_for"] = rec.get("computed_for") or rec.get("run_id")
-        rec |= {"run_id": c.resolved_run_id, "suite": c.name, "suite_hash": c.hash}
-        rec["provenance"] = {**rec.get("provenance", {}), "suite_config": as_dict(c)}
-    atomic_write_json(run.run_dir / "records" / Path(done["record"]).name, rec)
+    rec, c = Record.read(own), run.cfg
+    if rec.suite_hash != c.hash:
+        rec = replace(
+            rec,
+            computed_for=rec.computed_for or rec.run_id,
+            run_id=c.resolved_run_id,
+            suite=c.name,
+            suite_hash=c.hash,
+            provenance={**rec.provenance, "suite_config": as_dict(c)},
+        )
+    rec.write(run.run_dir / "records" / Path(done["record"]).name)
 
 
 def run_provenance(cfg: SuiteConfig) -> dict[str, Any]:

@@ -18,12 +18,11 @@ are computed once; each (method, rate) training stage is content-addressed like 
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bench.record import TrainCost
+from bench.record import Record
 from bench.suite import SuiteConfig
 from distill.atomic import atomic_write_json, atomic_write_text
 from distill.config import ConfigError
@@ -50,22 +49,20 @@ def sweep_variant(cfg: SuiteConfig, lr: float) -> SuiteConfig:
     )
 
 
-def _avg(rec: dict[str, Any]) -> float | None:
-    """The record's Avg., with the leaderboard's own columns (its rule for what counts in the average)."""
+def _avg(rec: Record, values: dict[str, Any] | None = None) -> float | None:
+    """The record's Avg. (or that of ``values``, a curve point's metrics, under the record's metric definitions),
+    with the leaderboard's own columns (its rule for what counts in the average)."""
     from bench.leaderboard import in_average, metric_columns
 
-    values = [rec["metrics"].get(c.key) for c in metric_columns([rec]) if in_average(c)]
-    vals = [float(v) for v in values if isinstance(v, (int, float))]
+    keys = [c.key for c in metric_columns([rec]) if in_average(c)]
+    got = [rec.value(k) for k in keys] if values is None else [values.get(k) for k in keys]
+    vals = [float(v) for v in got if isinstance(v, (int, float))]
     return sum(vals) / len(vals) if vals else None
-
-
-def _curve_avg(point: dict[str, Any], info: dict[str, Any]) -> dict[str, float | None]:
-    return {"tokens": point["tokens"], "avg": _avg({"metrics": point["metrics"], "metric_info": info})}
 
 
 def _stage_avg(run, name: str) -> float | None:
     own = run.by_name(name).dir(run.run_dir) / "record.json"
-    return _avg(json.loads(own.read_text())) if own.is_file() else None
+    return _avg(Record.read(own)) if own.is_file() else None
 
 
 def run_sweep(cfg: SuiteConfig, lrs: list[float], progress: bool = True) -> dict[str, Any]:
@@ -105,16 +102,16 @@ def run_sweep(cfg: SuiteConfig, lrs: list[float], progress: bool = True) -> dict
                     f"sweep: {stage.dir(run.run_dir)} has no record.json (an older version wrote it); delete that "
                     "directory and rerun the sweep"
                 )
-            rec = json.loads(own.read_text())
+            rec = Record.read(own)
             rows.append(
                 {
                     "method": method,
                     "lr": lr,
                     "seed": seed,
                     "val_avg": _avg(rec),
-                    "metrics": rec["metrics"],
-                    "curve": [_curve_avg(p, rec["metric_info"]) for p in rec.get("curve", [])],
-                    "tokens_per_s": None if (cost := TrainCost.from_record(rec)) is None else cost.tokens_per_s,
+                    "metrics": {k: m.value for k, m in rec.metrics.items()},
+                    "curve": [{"tokens": p["tokens"], "avg": _avg(rec, p["metrics"])} for p in rec.curve or ()],
+                    "tokens_per_s": None if rec.train is None else rec.train.tokens_per_s,
                 }
             )
     chosen = {}

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.leaderboard import build_cost_table, build_leaderboard, load_records
-from bench.record import TrainCost
+from bench.record import as_records
 from bench.render import render, render_cost
 from bench.separation import build_paired, render_md, render_paired
 from distill.atomic import atomic_write_json, atomic_write_text
@@ -26,14 +26,14 @@ COST_FILES = {"md": "cost.md", "latex": "cost.tex", "csv": "cost.csv"}
 PAIRED_FILES = {"md": "paired.md", "csv": "paired.csv", "json": "paired.json"}
 
 
-def write_all(run_dir: Path, records: list[dict[str, Any]] | None = None) -> list[Path]:
+def write_all(run_dir: Path, records: list[Any] | None = None) -> list[Path]:
     """Write the leaderboard (md, tex, csv, json), the cost table (md, tex, csv), the paired comparisons with SFT
     and KD (md, csv, json; when either is present) and ``separation.md`` into ``run_dir``, atomically.
 
     ``records`` defaults to the run dir's own records; pass them to render several run dirs into one place.
     """
     run_dir = Path(run_dir)
-    records = load_records([run_dir]) if records is None else records
+    records = load_records([run_dir]) if records is None else as_records(records)
     lb, cost = build_leaderboard(records), build_cost_table(records)
     written = []
     for fmt, name in TABLE_FILES.items():
@@ -53,20 +53,20 @@ def write_all(run_dir: Path, records: list[dict[str, Any]] | None = None) -> lis
     return written
 
 
-def write_throughput(cfg: SuiteConfig, records: list[dict[str, Any]], threads: dict[str, Any]) -> list[Path]:
+def write_throughput(cfg: SuiteConfig, records: list[Any], threads: dict[str, Any]) -> list[Path]:
     """Tokens/s per method of this run, under ``<output_root>/benchmarks/<suite>-throughput.{md,json}``."""
     from bench.run_eval import run_provenance
 
-    if not any(r["model"]["role"] == "method" for r in records):
+    records = as_records(records)
+    if not any(r.model.role == "method" for r in records):
         return []
     root = Path(cfg.output_root) / "benchmarks"
     table = render_cost(build_cost_table(records), "md")
     note = f"Run `{cfg.resolved_run_id}`; threads: {threads['note']}.\n"
     per_method: dict[str, list[float]] = {}
     for r in records:
-        cost = TrainCost.from_record(r) if r["model"]["role"] == "method" else None
-        if cost is not None:
-            per_method.setdefault(r["model"]["method"], []).append(cost.tokens_per_s)
+        if r.model.role == "method" and r.train is not None:
+            per_method.setdefault(str(r.model.method), []).append(r.train.tokens_per_s)
     data = {
         "suite": cfg.name,
         "run_id": cfg.resolved_run_id,

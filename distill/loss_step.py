@@ -12,7 +12,7 @@ import torch
 from distill.chunked import chunked_loss
 from distill.data import Row, collate, shift_targets
 from distill.loss_hooks import loss_hook
-from distill.losses import LOSSES, compute_loss, sequence_logps
+from distill.losses import LOSSES, compute_loss, nll, sequence_logps
 from distill.methods import METHODS
 from distill.train_config import TrainConfig
 
@@ -138,8 +138,7 @@ def validation_nll(model, rows: list[Row], batch_size: int, pad_id: int, vocab: 
             logits = model(input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device)).logits[
                 :, :-1, :vocab
             ]
-            lp = torch.log_softmax(logits.float(), -1).gather(-1, labels.clamp_min(0).to(device)[..., None])[..., 0]
-            tot += float(-(lp * mask.to(device)).sum())
+            tot += float(nll(logits, labels=labels.to(device)).sum())  # 0 where masked
             n += int(mask.sum())
     model.train()
     return tot / max(1, n)

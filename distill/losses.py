@@ -8,9 +8,8 @@ Contract shared by every loss in :data:`LOSSES`:
 * ``p = softmax(teacher)``, ``q = softmax(student)``, both computed in float32 (in float64 for float64 inputs, which
   the tests use). The teacher is a constant: its logits are detached. The result is the per-token loss ``[B, T]``
   in that dtype, unreduced; :func:`reduce_loss` reduces it.
-* ``teacher_logits`` may also be a :class:`distill.sparse.SparseTarget` (teacher top-k log-probabilities plus the
-  log of the remaining mass, e.g. cached on disk). Every divergence then runs on the coarsened distributions over
-  ``top-k + 1 tail bucket``; ``distill/sparse.py`` documents the approximation error exactly.
+* ``teacher_logits`` may also be a :class:`distill.sparse.SparseTarget` (teacher top-k log-probs plus the tail's
+  log-mass, e.g. cached): divergences run on ``top-k + 1 tail bucket`` (error bounds: ``distill/sparse.py``).
 * Mixtures are formed in log space in float32 (``logaddexp``), never as ``log(a*p + b*q)``.
 
 ``-inf`` logits (masked vocabulary entries, padded ``lm_head`` rows). A vocabulary entry whose log-probability is
@@ -206,8 +205,9 @@ def total_variation(student_logits: Tensor, teacher_logits: Tensor | SparseTarge
     return _finish(0.5 * (lp.logp.exp() - lp.logq.exp()).abs().sum(-1), lp)
 
 
-def _label_logprobs(logits: Tensor, labels: Tensor) -> Tensor:
-    """``log softmax(logits)[label]`` per position in float32, 0 where ``labels == IGNORE_INDEX``."""
+def label_logprobs(logits: Tensor, labels: Tensor) -> Tensor:
+    """``log softmax(logits)[label]`` per position in float32, 0 where ``labels == IGNORE_INDEX``: the one token
+    log-likelihood of the project (the NLL loss, DPKD, the trainer's validation loss, the eval's fidelity NLL)."""
     if logits.dim() != 3 or labels.shape != logits.shape[:2]:
         raise ValueError(f"labels must be [B, T] matching logits [B, T, V]; got {tuple(labels.shape)}")
     keep = labels != IGNORE_INDEX
@@ -226,7 +226,7 @@ def nll(student_logits: Tensor, teacher_logits: Tensor | None = None, *, labels:
     ``teacher_logits`` is accepted and ignored so that every loss shares one call shape. DistiLLM's code trains
     SeqKD with FKL on teacher outputs; DistiLLM-2's ``seqkd`` is this NLL.
     """
-    return -_label_logprobs(student_logits, labels)
+    return -label_logprobs(student_logits, labels)
 
 
 def _split_roles(is_student_response: Tensor, batch: int) -> tuple[Tensor, Tensor]:
@@ -285,7 +285,7 @@ def sequence_logps(logits: Tensor, labels: Tensor) -> Tensor:
 
     A sequence without trained tokens gets 0.
     """
-    per_token = _label_logprobs(logits, labels)
+    per_token = label_logprobs(logits, labels)
     count = (labels != IGNORE_INDEX).sum(-1).clamp_min(1)
     return per_token.sum(-1) / count
 

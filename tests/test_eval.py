@@ -9,6 +9,7 @@ import pytest
 
 from bench.cli import main
 from bench.lmeval import generation_kwargs, render, uses_chat
+from bench.record import SCHEMA, Record
 from tasks import get_task
 
 
@@ -28,14 +29,16 @@ def test_eval_one_task_per_category(tmp_path, capsys):
     assert not (tmp_path / "r" / "lm_eval_data" / "hf_cache").exists()  # datasets' scratch copy and its locks
     assert not list(tmp_path.glob(".r.*"))  # the atomic run dir's temp dir is gone
     record = _record(tmp_path, "r")
+    assert record["schema"] == SCHEMA and Record.from_dict(record).model.role == "model"  # the one record schema
     assert set(record["tasks"]) == {"string-ops", "tiny-func", "arith"}
     for name, info in record["tasks"].items():
         task = get_task(name)
         assert info["version"] == task.version and info["category"] == task.category
         n = 3 if name == "arith" else 2  # a per-task limit overrides the global one
-        assert info["n_examples"] == n and len(info["data_sha256"]) == 64
+        assert info["n"] == n and len(info["data_sha256"]) == 64
         assert info["generation"]["max_new_tokens"] == 8
-        assert 0.0 <= info["scores"][task.primary_metric] <= 1.0
+        primary = record["metrics"][f"{name}/{task.primary_metric}"]
+        assert 0.0 <= primary["value"] <= 1.0 and primary["primary"] and primary["category"] == task.category
         rows = [json.loads(x) for x in (tmp_path / "r" / "samples" / f"{name}.jsonl").read_text().splitlines()]
         assert len(rows) == n
         assert {"prompt", "completion", "score", "example_id", "seed", "target"} <= set(rows[0])
@@ -43,8 +46,8 @@ def test_eval_one_task_per_category(tmp_path, capsys):
     prov = record["provenance"]
     assert {"git_commit", "packages", "cpu_count", "sandbox"} <= set(prov)
     assert prov["packages"]["lm-eval"] and prov["packages"]["torch"]
-    assert record["config"]["model"] == "tiny-llama" and record["seeds"] == [0]
-    assert record["wall_time_s"] > 0
+    assert record["eval"]["config"]["model"] == "tiny-llama" and record["eval"]["seeds"] == [0]
+    assert record["eval"]["wall_time_s"] > 0
 
 
 def test_distillm_protocol_on_an_online_set_from_a_local_file(tmp_path):
@@ -65,11 +68,13 @@ def test_distillm_protocol_on_an_online_set_from_a_local_file(tmp_path):
         chat="off",
     )
     record = run_eval(cfg)
-    info = record["tasks"]["dolly"]
-    assert [r["seed"] for r in info["per_seed"]] == [10, 20]
-    assert "rougeL_std" in info["scores"] and 0.0 <= info["scores"]["rougeL"] <= 1.0
-    assert info["generation"]["temperature"] == 1.0 and info["generation"]["no_repeat_ngram_size"] == 6
-    assert info["source_in_use"] == f"file:{fixture}" and list(info["data_files"]) == [str(fixture)]
+    info = record.tasks["dolly"]
+    assert [r["seed"] for r in info.per_seed] == [10, 20]
+    rouge = record.metrics["dolly/rougeL"]
+    assert rouge.std is not None and 0.0 <= rouge.value <= 1.0
+    assert rouge.value == pytest.approx(sum(r["rougeL"] for r in info.per_seed) / 2)  # the mean over seeds
+    assert info.generation["temperature"] == 1.0 and info.generation["no_repeat_ngram_size"] == 6
+    assert info.source == f"file:{fixture}" and list(info.data_files) == [str(fixture)]
     rows = (tmp_path / "d" / "samples" / "dolly.jsonl").read_text().splitlines()
     assert len(rows) == 4 and json.loads(rows[0])["prompt"].startswith("Below is an instruction")
 
@@ -166,9 +171,9 @@ def test_eval_on_the_val_split_scores_val_examples_and_refuses_where_there_is_no
 
     cfg = EvalConfig(model="tiny-llama", tasks=["world-pick"], split="val", limit=2, max_new_tokens=4,
                      output_dir=str(tmp_path), run_name="v")  # fmt: skip
-    info = run_eval(cfg)["tasks"]["world-pick"]
+    info = run_eval(cfg).tasks["world-pick"]
     task = get_task("world-pick")
-    assert info["split"] == "val" and info["data_sha256"] == task.fingerprint("val") != task.fingerprint("test")
+    assert info.split == "val" and info.data_sha256 == task.fingerprint("val") != task.fingerprint("test")
     rows = [json.loads(x) for x in (tmp_path / "v" / "samples" / "world-pick.jsonl").read_text().splitlines()]
     assert {r["example_id"].split("/")[0] for r in rows} == {"val"}
     with pytest.raises(TaskDataError, match="has no split 'val'"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -40,6 +41,11 @@ ROWS = [
 ]
 
 
+def metrics(values: dict[str, float], info: dict | None = None) -> dict[str, dict]:
+    """Record metrics: each value with its definition."""
+    return {k: {"value": v, **(info or INFO)[k]} for k, v in values.items()}
+
+
 def make_records(train_metrics: dict[str, str] | None = None) -> list[dict]:
     records = []
     for role, method, seed, label, kl, rouge, acc, arith, train in ROWS:
@@ -49,15 +55,16 @@ def make_records(train_metrics: dict[str, str] | None = None) -> list[dict]:
             "suite": "test",
             "suite_hash": "1a2b3c4d5e6f7a8b",
             "model": {"role": role, "method": method, "seed": seed, "label": label, "path": "x"},
-            "metrics": {
-                "fidelity/kl": kl,
-                "fidelity/rouge_l": rouge,
-                "ifeval-synth/prompt_acc": acc,
-                "humaneval/pass@1": 0.0,
-                "arith/acc": arith,
-            },  # fmt: skip
-            "metric_info": INFO,
-            "task_versions": {"ifeval-synth": 1, "humaneval": 1, "arith": 2},
+            "metrics": metrics(
+                {
+                    "fidelity/kl": kl,
+                    "fidelity/rouge_l": rouge,
+                    "ifeval-synth/prompt_acc": acc,
+                    "humaneval/pass@1": 0.0,
+                    "arith/acc": arith,
+                }
+            ),  # fmt: skip
+            "tasks": {"ifeval-synth": {"version": 1}, "humaneval": {"version": 1}, "arith": {"version": 2}},
             "train": None,
         }
         if train is not None:
@@ -118,7 +125,7 @@ def test_bold_marks_true_best_with_lower_is_better_and_ties():
     # a column where every student ties has no best
     records = make_records()
     for rec in records:
-        rec["metrics"]["arith/acc"] = 0.0 if rec["model"]["role"] != "teacher" else 0.5
+        rec["metrics"]["arith/acc"]["value"] = 0.0 if rec["model"]["role"] != "teacher" else 0.5
     assert not any("arith/acc" in r.best for r in build_leaderboard(records).rows)
 
 
@@ -167,7 +174,6 @@ def test_headline_falls_back_to_average_without_kl():
     records = make_records()
     for rec in records:
         del rec["metrics"]["fidelity/kl"]
-        rec["metric_info"] = {k: v for k, v in INFO.items() if k != "fidelity/kl"}
     lb = build_leaderboard(records)
     assert lb.headline == "average"
     assert row(lb, "KD").delta == pytest.approx((0.30 + 0.155) / 2 - 0.10)
@@ -185,7 +191,11 @@ def test_pipeline_check_header_and_markdown_escaping():
 @pytest.mark.parametrize(
     "field, value, message",
     [
-        ("task_versions", {"ifeval-synth": 2, "humaneval": 1, "arith": 2}, "task_versions['ifeval-synth'] (1 vs 2)"),
+        (
+            "tasks",
+            {"ifeval-synth": {"version": 2}, "humaneval": {"version": 1}, "arith": {"version": 2}},
+            "tasks['ifeval-synth'].version (1 vs 2)",
+        ),
         ("suite_hash", "ffffffffffffffff", "suite_hash"),
         ("schema", "distillm-bench/record/v0", "schema"),
     ],
@@ -279,7 +289,7 @@ def test_cost_table_ratios_to_kd():
 def test_write_all_and_load_records(tmp_path):
     run = write_run(tmp_path / "run", make_records())
     records = load_records([run])
-    assert len(records) == len(ROWS) and all(r["_source"].endswith(".json") for r in records)
+    assert len(records) == len(ROWS) and all(r.source.endswith(".json") for r in records)
     written = write_all(run)
     names = {"leaderboard.md", "leaderboard.tex", "leaderboard.csv", "leaderboard.json", "cost.md", "cost.tex",
              "cost.csv", "paired.md", "paired.csv", "paired.json", "separation.md"}  # fmt: skip
@@ -349,11 +359,11 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no records under" in err
     records = make_records()
-    records[3]["task_versions"] = {"ifeval-synth": 1, "humaneval": 1, "arith": 3}
+    records[3]["tasks"]["arith"] = {"version": 3}
     run = write_run(tmp_path / "run", records)
     assert main(["leaderboard", str(run)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "disagree on task_versions['arith'] (2 vs 3)" in err
+    assert err.count("\n") == 1 and "disagree on tasks['arith'].version (2 vs 3)" in err
     # two run dirs with different suite configs are never mixed
     other = make_records()
     for rec in other:
@@ -394,11 +404,78 @@ def test_a_records_training_cost_is_typed_a_bad_field_is_an_error_not_a_dash(edi
 
 
 def test_train_cost_round_trips_and_reads_older_records():
-    from bench.record import TrainCost
+    from bench.record import Record, TrainCost
 
     summary = {"method": "kd", "steps": 3, "wall_s": 2.5, "tokens": 300, "tokens_per_s": 120.0, "generation_s": 0.0,
                "generation_share": 0.0, "peak_rss_mib": 512.0, "metrics": "m.jsonl", "setup_generation_s": 0.0}  # fmt: skip
     cost = TrainCost.from_summary(summary)
     assert TrainCost.from_dict(cost.as_dict(), "x") == cost and cost.tokens == 300 and cost.metrics == "m.jsonl"
     old = make_records()  # records as the eval stage wrote them before the type (no setup_generation_s)
-    assert TrainCost.from_record(old[0]) is None and TrainCost.from_record(old[2]).setup_generation_s is None
+    assert Record.from_dict(old[0]).train is None and Record.from_dict(old[2]).train.setup_generation_s is None
+
+
+def _as_version_1(rec: dict) -> dict:
+    """The record as the eval stage wrote it before the one schema: plain metric values, metric_info, task_versions."""
+    old = {k: v for k, v in rec.items() if k not in ("metrics", "tasks")}
+    old["schema"] = "distillm-bench/record/v1"
+    old["metrics"] = {k: m["value"] for k, m in rec["metrics"].items()}
+    old["metric_info"] = {k: {f: v for f, v in m.items() if f != "value"} for k, m in rec["metrics"].items()}
+    old["task_versions"] = {t: e["version"] for t, e in rec["tasks"].items()}
+    return old
+
+
+def test_a_record_round_trips_and_a_version_1_record_reads_as_the_same_record(tmp_path):
+    from bench.record import Record
+
+    records = make_records()
+    for i, d in enumerate(records):
+        rec = Record.from_dict(d)
+        path = rec.write(tmp_path / f"{i}.json")
+        again = Record.read(path)
+        assert again == rec and again.source == str(path) and json.loads(path.read_text())["schema"] == SCHEMA
+        assert Record.from_dict(_as_version_1(d)) == rec  # upgraded field by field
+    old = [_as_version_1(d) for d in records]
+    for fmt in ("md", "csv", "json"):
+        assert render(build_leaderboard(old), fmt) == render(build_leaderboard(records), fmt)
+    assert render_cost(build_cost_table(old), "md") == render_cost(build_cost_table(records), "md")
+
+
+@pytest.mark.parametrize(
+    ("edit", "needle"),
+    [
+        (
+            lambda r: r["metrics"]["arith/acc"].pop("higher_is_better"),
+            "metrics['arith/acc'].higher_is_better is missing",
+        ),
+        (
+            lambda r: r["metrics"]["arith/acc"].update(value="0.3"),
+            "metrics['arith/acc'].value = '0.3' is not a number",
+        ),
+        (lambda r: r["metrics"]["arith/acc"].update(primary="yes"), "metrics['arith/acc'].primary = 'yes' is not"),
+        (lambda r: r["tasks"]["arith"].pop("version"), "tasks['arith'].version is missing"),
+        (lambda r: r.update(metric_info={}), "unknown field 'metric_info'"),
+        (lambda r: r["model"].update(role="student"), "model.role must be one of"),
+        (lambda r: r.pop("train"), "a method record needs train"),
+    ],
+)
+def test_a_malformed_record_is_refused_in_one_line_naming_the_field(edit, needle, tmp_path):
+    records = make_records()
+    edit(records[2])
+    run = write_run(tmp_path / "run", records)
+    m = records[2]["model"]
+    name = (
+        f"{m['method']}-s{m['seed']}.json" if m["role"] == "method" else f"{m['role']}.json"
+    )  # as write_run names it
+    with pytest.raises(RecordError, match=re.escape(needle)) as err:
+        load_records([run])
+    assert f"records/{name}:" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_an_eval_engine_record_is_a_record_the_leaderboard_refuses_to_mix(tmp_path):
+    from bench.record import ModelRef, Record
+
+    rec = Record.from_dict(make_records()[0])
+    engine = Record(run_id="eval-1", model=ModelRef(role="model", path="x"), metrics=rec.metrics, tasks=rec.tasks)
+    engine.write(tmp_path / "record.json")  # the eval engine's record validates as the same schema
+    with pytest.raises(RecordError, match="model.role must be one of teacher, student-init, method"):
+        build_leaderboard([rec, engine])

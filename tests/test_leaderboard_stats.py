@@ -63,6 +63,10 @@ def _metrics(v: float) -> dict[str, float]:
     }  # fmt: skip
 
 
+def _with_info(values: dict[str, float]) -> dict[str, dict]:
+    return {k: {"value": v, **INFO[k]} for k, v in values.items()}
+
+
 def _curve(seed: int) -> list[dict]:
     tokens = [1000 + seed, 2000 + seed, 3000 - seed]
     return [
@@ -78,7 +82,7 @@ def _record(role, method, seed, v, curve=None, setup=None):
         "model": {"role": role, "method": method, "seed": seed,
                   "label": LABELS.get(method, {"teacher": "Teacher", "student-init": "Student init"}[role]
                                       if role != "method" else method)},
-        "metrics": _metrics(v), "metric_info": INFO, "task_versions": {}, "train": None,
+        "metrics": _with_info(_metrics(v)), "tasks": {}, "train": None,
     }  # fmt: skip
     if role == "method":
         rec["train"] = {"wall_s": 100.0 + 10 * (seed or 0), "tokens": 3000, "tokens_per_s": 30.0,
@@ -169,8 +173,8 @@ def test_non_primary_metric_is_not_averaged():
     assert "° a task's secondary metric: shown, not counted in Avg." in render(lb, "md")
     # records that disagree on whether a metric is primary are never mixed
     records = make_records()
-    records[-1]["metric_info"] = {**INFO, "ifeval-synth/inst_acc": _info("instruction", "IFEval inst")}
-    with pytest.raises(ValueError, match=r"metric_info\['ifeval-synth/inst_acc'\].primary"):
+    records[-1]["metrics"]["ifeval-synth/inst_acc"]["primary"] = True
+    with pytest.raises(ValueError, match=r"metrics\['ifeval-synth/inst_acc'\].primary"):
         build_leaderboard(records)
 
 
@@ -203,7 +207,7 @@ def test_gap_recovered_per_seed_then_averaged():
     records = make_records()
     for rec in records:
         if rec["model"]["role"] == "teacher":
-            rec["metrics"] = _metrics(INIT)
+            rec["metrics"] = _with_info(_metrics(INIT))
     lb0 = build_leaderboard(records)
     assert all(r.cells[GAP].mean is None for r in lb0.rows)
     assert "everywhere here: the gap is 0" in render(lb0, "md")

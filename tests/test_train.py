@@ -593,3 +593,27 @@ def test_the_shipped_zero3_config_loads_and_plans():
     zero = plugin.deepspeed_config["zero_optimization"]
     assert zero["stage"] == 3 and zero["stage3_gather_16bit_weights_on_model_save"] is True
     assert plugin.deepspeed_config["gradient_clipping"] == 1.0
+
+
+def test_the_validation_loss_and_the_fidelity_nll_are_the_token_nll_of_torch():
+    """One token NLL (``distill.losses.label_logprobs``) behind the trainer's validation loss and the eval's
+    fidelity NLL; both equal torch's cross-entropy over the response tokens."""
+    from bench.fidelity import fidelity, teacher_logprobs
+    from distill.data import Example, encode_example
+    from distill.loss_step import validation_nll
+    from distill.models import ModelConfig, load_for_inference
+
+    model, tok = load_for_inference(ModelConfig(name="tiny-llama"))
+    held = [Example(prompt=f"add {i} and {i + 1}", response=f"the sum is {2 * i + 1}.") for i in range(5)]
+    rows = [encode_example(tok, e, 32, 64) for e in held]
+    vocab = model.config.vocab_size
+    b = collate(rows, tok.pad_token_id)
+    with torch.no_grad():
+        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits[:, :-1]
+    target, _ = shift_targets(b["labels"])
+    want = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), target.flatten(), ignore_index=-100)
+    assert validation_nll(model, rows, 2, tok.pad_token_id, vocab, "cpu") == pytest.approx(float(want), rel=1e-5)
+    t_lp = teacher_logprobs("nll-test", model, rows, tok.pad_token_id, vocab, 2)
+    metrics, _ = fidelity(model, tok, held, t_lp, max_prompt_len=32, max_len=64, batch_size=2, max_new_tokens=2)
+    assert metrics["fidelity/nll"] == pytest.approx(float(want), rel=1e-5)
+    assert metrics["fidelity/kl"] == pytest.approx(0.0, abs=1e-6)  # the model against itself

@@ -300,7 +300,9 @@ def test_a_typo_in_a_suites_trainer_overrides_fails_when_the_suite_loads(overrid
 
 
 def test_a_metrics_direction_comes_from_its_task():
-    from bench.run_eval import task_metrics_of as _task_metrics
+    from bench.evaluate import task_metrics
+    from bench.record import ModelRef, Record
+    from bench.run_eval import suite_metrics
     from tasks.base import Task
 
     class Lengthy(Task):
@@ -311,10 +313,16 @@ def test_a_metrics_direction_comes_from_its_task():
 
     info = Lengthy().info()
     assert info["higher_is_better"] == {"acc": True, "words": False}
-    rec = {"tasks": {"lengthy": {**info, "scores": {"acc": 0.5, "words": 12.0, "acc_stderr": 0.1}}}}
-    metrics, cols = _task_metrics(rec, pipeline_checks=[])
-    assert metrics == {"lengthy/acc": 0.5, "lengthy/words": 12.0}
-    assert cols["lengthy/acc"]["higher_is_better"] and not cols["lengthy/words"]["higher_is_better"]
+    metrics = task_metrics("lengthy", {"acc": 0.5, "words": 12.0, "acc_stderr": 0.1}, Lengthy())
+    assert {k: m.value for k, m in metrics.items()} == {"lengthy/acc": 0.5, "lengthy/words": 12.0}
+    assert metrics["lengthy/acc"].higher_is_better and not metrics["lengthy/words"].higher_is_better
+    assert metrics["lengthy/acc"].primary and not metrics["lengthy/words"].primary
+    assert metrics["lengthy/acc"].category == "instruction"
+    # the suite's eval.pipeline_checks and eval.not_averaged are applied on top, the direction untouched
+    rec = Record(run_id="r", model=ModelRef(role="model"), metrics=metrics)
+    suite = suite_metrics(rec, pipeline_checks=["lengthy"], not_averaged=["lengthy"])
+    assert all(m.pipeline_check and not m.primary for m in suite.values())
+    assert [m.higher_is_better for m in suite.values()] == [True, False]
 
 
 def test_a_suites_task_and_pool_names_are_checked_when_it_loads(tmp_path):
