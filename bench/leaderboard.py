@@ -41,7 +41,7 @@ from bench.stats import Diff, Stat, ci_half, compare, t_crit, t_table  # noqa: F
 from distill.methods import COMPARED
 
 ROLES = ("teacher", "student-init", "method")
-TASK_CATEGORY_ORDER = ("instruction", "code", "math", "caption")  # then other task categories, then fidelity
+TASK_CATEGORY_ORDER = ("instruction", "code", "math", "caption", "vqa")  # then other task categories, then fidelity
 CATEGORY_ORDER = (*TASK_CATEGORY_ORDER, "fidelity")
 FIDELITY_ORDER = ("fidelity/kl", "fidelity/nll", "fidelity/rouge_l")
 METHOD_ORDER = tuple(COMPARED)  # the compared methods in this order; any other method after them, as first seen

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-Category = Literal["instruction", "code", "math", "caption"]
-CATEGORIES: tuple[str, ...] = ("instruction", "code", "math", "caption")
+Category = Literal["instruction", "code", "math", "caption", "vqa"]
+CATEGORIES: tuple[str, ...] = ("instruction", "code", "math", "caption", "vqa")
 Message = dict[str, str]
 
 
@@ -94,6 +94,8 @@ class Task:
     generation: ClassVar[GenerationSpec] = GenerationSpec()
     # A completion that must score 0 (contract test); override where this string could be a right answer.
     junk_completion: ClassVar[str] = "zqx vbn wkj"
+    #: True: every example comes with an image (:meth:`image`), its prompt holds the ``<image>`` placeholder
+    needs_image: ClassVar[bool] = False
 
     def __init__(self, data_file: str | None = None) -> None:
         self.data_file = data_file
@@ -144,6 +146,10 @@ class Task:
     def prompt_text(self, example: Example) -> str:
         """Text a prompt carries, for decontamination (n-gram overlap) checks."""
         return " ".join(m["content"] for m in self.prompt(example))
+
+    def image(self, example: Example) -> Any:
+        """The example's image (a PIL image) for an image task; None otherwise."""
+        return None
 
     # ----- scoring ----------------------------------------------------------------------------------------
     def score(self, example: Example, completion: str) -> Score:

@@ -126,7 +126,7 @@ def test_mini_suite_end_to_end_on_tiny_models(tmp_path):
     for name, p in fresh.state_dict().items():
         if name in init:
             torch.testing.assert_close(init[name], p, rtol=0, atol=1e-9, msg=name)
-    assert records["student-init"]["metrics"]["fidelity/kl"] > 0  # degraded against the teacher
+    assert records["student-init"]["metrics"]["fidelity/kl"]["value"] > 0  # degraded against the teacher
     # LoRA was merged into the saved student: plain weights (no adapter keys) that moved off the init
     kd = _weights(run.output("train:kd:s0")["model"])
     assert not any("lora" in k for k in kd)
