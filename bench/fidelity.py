@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from distill.data import Example, collate, encode_example, shift_targets
+from distill.data import Example, collate, encode_example, model_inputs, shift_targets
 from distill.generation import HFGenerator, SamplingParams
 from distill.losses import nll
 
@@ -43,9 +43,7 @@ def read_heldout(path: Path) -> list[Example]:
 def _logprobs(model, batch, vocab: int) -> torch.Tensor:
     device = next(model.parameters()).device
     with torch.no_grad():
-        logits = model(
-            input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
-        ).logits[:, :-1, :vocab]
+        logits = model(**model_inputs(batch, device)).logits[:, :-1, :vocab]
     return torch.log_softmax(logits.float(), -1).cpu()
 
 

@@ -29,6 +29,7 @@ import torch
 
 from distill.atomic import atomic_dir
 from distill.config import config_to_dict
+from distill.vision import save_tokenizer
 
 if TYPE_CHECKING:
     from distill.train_config import TrainConfig
@@ -153,6 +154,11 @@ def restore_training_state(
     else:
         missing, unexpected = model.load_state_dict(weights, strict=False)
         tied = {k for k in missing if "lm_head" in k}
+        if (set(missing) - tied or unexpected) and hasattr(model.config, "vision_config"):
+            # a VLM's save_pretrained renames its keys (LLaVA's legacy layout): load back through from_pretrained
+            saved = type(model).from_pretrained(path / "student", dtype=next(model.parameters()).dtype)
+            missing, unexpected = model.load_state_dict(saved.state_dict(), strict=False)
+            tied = {k for k in missing if "lm_head" in k}
         if set(missing) - tied or unexpected:
             raise ValueError(
                 f"checkpoint {path} does not match the student: missing {missing}, unexpected {unexpected}"
@@ -189,7 +195,7 @@ def save_snapshot(dest: Path, model, tok, state: dict[str, Any]) -> None:
         model = copy.deepcopy(model).merge_and_unload()
     with atomic_dir(dest) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
+        save_tokenizer(tok, tmp)
         (tmp / "snapshot.json").write_text(json.dumps({"tokens": state["tokens"], "steps": state["steps"]}))
 
 

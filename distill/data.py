@@ -18,6 +18,15 @@ import torch
 
 from distill.generation import Prompt, render_prompt
 from distill.seeds import derive_seed
+from distill.vision import (
+    PromptIds,
+    batch_pixels,
+    expand_image_tokens,
+    image_of,
+    images_of,
+    register_image,
+    with_placeholder,
+)
 
 if TYPE_CHECKING:
     from distill.train_config import DataConfig
@@ -28,19 +37,26 @@ Source = Literal["data", "teacher", "student"]
 
 @dataclass
 class Example:
-    """A prompt (string or chat messages) and its ground-truth response (may be absent: prompt-only data)."""
+    """A prompt (string or chat messages), its ground-truth response (may be absent: prompt-only data) and, for a
+    vision-language model, the path of its image."""
 
     prompt: Prompt
     response: str | None = None
+    image: str | None = None
 
 
 @dataclass
 class Row:
-    """One tokenized training sequence."""
+    """One tokenized training sequence (and its image: by default the one its prompt ids carry)."""
 
     prompt_ids: list[int]
     response_ids: list[int]
     source: Source = "data"
+    image: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.image is None:
+            self.image = image_of(self.prompt_ids)
 
     @property
     def is_student(self) -> bool:
@@ -49,8 +65,9 @@ class Row:
 
 def read_examples(path: str | Path, what: str = "training") -> list[Example]:
     """Read a JSONL file of ``{"prompt": ..., "response": ...}`` rows (``response`` optional). ``prompt`` is a string
-    or a list of chat messages, ``response`` a string; anything else is refused in one line naming the file and line.
-    ``what`` names the file's role in errors (training, validation)."""
+    or a list of chat messages, ``response`` a string, ``image`` (optional) a path relative to the file's directory;
+    anything else is refused in one line naming the file and line. ``what`` names the file's role in errors
+    (training, validation)."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"{what} data file not found: {p}")
@@ -75,17 +92,42 @@ def read_examples(path: str | Path, what: str = "training") -> list[Example]:
             raise ValueError(f"{p}:{n}: 'prompt' must be a string or a list of chat messages, got {prompt!r:.40}")
         if response is not None and not isinstance(response, str):
             raise ValueError(f"{p}:{n}: 'response' must be a string, got {response!r:.40}")
-        rows.append(Example(prompt=prompt, response=response))
+        image = obj.get("image")
+        if image is not None:
+            if not isinstance(image, str):
+                raise ValueError(f"{p}:{n}: 'image' must be a path (a string), got {image!r:.40}")
+            image = str((p.parent / image).resolve())
+            if not Path(image).is_file():
+                raise ValueError(f"{p}:{n}: image file not found: {image}")
+        rows.append(Example(prompt=prompt, response=response, image=image))
     if not rows:
         raise ValueError(f"{what} data file is empty: {p}")
     return rows
 
 
-def encode_prompt(tokenizer, prompt: Prompt, max_prompt_len: int, chat: bool = True) -> list[int]:
-    """Render (chat template where the tokenizer has one) and tokenize; long prompts keep their end."""
+def encode_prompt(
+    tokenizer, prompt: Prompt, max_prompt_len: int, chat: bool = True, image: str | None = None
+) -> list[int]:
+    """Render (chat template where the tokenizer has one) and tokenize; long prompts keep their end. An image
+    prompt (``distill/vision.py``) gets its placeholder expanded to the image's tokens and is never cut: one longer
+    than ``max_prompt_len`` is refused. It comes back as :class:`PromptIds`, which remember the image."""
+    inputs = images_of(tokenizer)
+    if image is not None:
+        if inputs is None:
+            raise ValueError(f"a row has an image ({Path(image).name}) but the model is text-only; use a VLM")
+        prompt = with_placeholder(prompt)
     text, special = render_prompt(tokenizer, prompt, chat)
     ids = tokenizer(text, add_special_tokens=not special)["input_ids"]
-    return ids[-max_prompt_len:]
+    if image is None:
+        return ids[-max_prompt_len:]
+    ids = expand_image_tokens(ids, inputs)  # type: ignore[arg-type]
+    if len(ids) > max_prompt_len:
+        raise ValueError(
+            f"an image prompt has {len(ids)} tokens ({inputs.tokens_per_image} for the image), more than "  # type: ignore[union-attr]
+            f"data.max_prompt_len={max_prompt_len}"
+        )
+    register_image(image, inputs)  # type: ignore[arg-type]
+    return PromptIds(ids, image)
 
 
 #: warn when more than this fraction of the training prompts or responses is cut
@@ -126,12 +168,13 @@ def encode_response(tokenizer, response: str, max_response_len: int) -> list[int
 def encode_example(tokenizer, ex: Example, max_prompt_len: int, max_len: int, chat: bool = True) -> Row:
     if ex.response is None:
         raise ValueError("this example has no response; prompt-only data needs a generating method")
-    prompt_ids = encode_prompt(tokenizer, ex.prompt, max_prompt_len, chat)
+    prompt_ids = encode_prompt(tokenizer, ex.prompt, max_prompt_len, chat, ex.image)
     return Row(prompt_ids, encode_response(tokenizer, ex.response, max_len - len(prompt_ids)), "data")
 
 
 def collate(rows: list[Row], pad_id: int, max_len: int | None = None) -> dict[str, torch.Tensor]:
-    """Right-padded ``input_ids``, ``attention_mask``, ``labels`` (-100 off-response) and ``is_student_response``."""
+    """Right-padded ``input_ids``, ``attention_mask``, ``labels`` (-100 off-response) and ``is_student_response``;
+    plus ``pixel_values`` for image rows."""
     if not rows:
         raise ValueError("cannot collate an empty batch")
     seqs = [(r.prompt_ids + r.response_ids)[:max_len] if max_len else r.prompt_ids + r.response_ids for r in rows]
@@ -146,12 +189,22 @@ def collate(rows: list[Row], pad_id: int, max_len: int | None = None) -> dict[st
         start = len(row.prompt_ids)
         if len(seq) > start:
             labels[i, start : len(seq)] = torch.tensor(seq[start:])  # host
-    return {
+    batch = {
         "input_ids": input_ids,
         "attention_mask": attn,
         "labels": labels,
         "is_student_response": torch.tensor([r.is_student for r in rows], dtype=torch.bool),  # host
     }
+    pixel_values = batch_pixels([r.image for r in rows])
+    if pixel_values is not None:
+        batch["pixel_values"] = pixel_values
+    return batch
+
+
+def model_inputs(batch: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
+    """The forward's inputs of a collated batch on ``device`` (``pixel_values`` for image rows)."""
+    keys = ("input_ids", "attention_mask", "pixel_values")
+    return {k: batch[k].to(device) for k in keys if k in batch}
 
 
 def shift_targets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

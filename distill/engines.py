@@ -21,6 +21,7 @@ import torch
 
 from distill.atomic import atomic_dir
 from distill.generation import Completion, Generator, HFGenerator, Prompt, SamplingParams, render_prompt, stream_seed
+from distill.vision import save_tokenizer
 
 
 def build_vllm_requests(rendered_prompts: Sequence[str], sampling: SamplingParams) -> list[tuple[str, dict[str, Any]]]:
@@ -176,7 +177,7 @@ def save_merged(model: torch.nn.Module, tok, path: str | Path) -> None:
     ``PeftModel``'s own ``save_pretrained`` writes its adapters only."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     base.save_pretrained(path, state_dict=merged_state_dict(model))
-    tok.save_pretrained(path)
+    save_tokenizer(tok, path)
 
 
 def engine_student(holder: list, model, tok, out_dir: Path, backend: str = "vllm", batch_size: int = 64,

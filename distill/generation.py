@@ -180,6 +180,11 @@ class HFGenerator:
             for start in tqdm(starts, desc=self.progress, disable=self.progress is None, leave=False):
                 chunk = rows[start : start + self.batch_size]
                 enc = self._pad_left([prompt_ids[i] for i, _ in chunk])
+                images = [getattr(prompt_ids[i], "image", None) for i, _ in chunk]
+                if any(images):  # a VLM's prompt: generation is conditioned on its image
+                    from distill.vision import batch_pixels
+
+                    enc["pixel_values"] = batch_pixels(images).to(self.model.device)  # type: ignore[union-attr]
                 prompt_len = enc["input_ids"].shape[1]
                 processors, stopping = LogitsProcessorList(), StoppingCriteriaList()
                 if not sampling.greedy:

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from distill.chunked import chunked_loss
-from distill.data import Row, collate, shift_targets
+from distill.data import Row, collate, model_inputs, shift_targets
 from distill.loss_hooks import loss_hook
 from distill.losses import LOSSES, compute_loss, nll, sequence_logps
 from distill.methods import METHODS
@@ -43,6 +43,8 @@ class LossComputer:
     def _forward(self, model, batch, grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(logits [B, T-1, V'], None)`` or, on the chunked path, ``(final hidden [B, T-1, H], head [V', H])``."""
         args = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "use_cache": False}
+        if "pixel_values" in batch:  # image rows: teacher and student see the same pixels
+            args["pixel_values"] = batch["pixel_values"]
         with torch.set_grad_enabled(grad):
             if not self.cfg.chunked_loss:
                 return model(**args).logits[:, :-1, : self.vocab], None
@@ -135,9 +137,7 @@ def validation_nll(model, rows: list[Row], batch_size: int, pad_id: int, vocab: 
         for i in range(0, len(rows), batch_size):
             b = collate(rows[i : i + batch_size], pad_id)
             labels, mask = shift_targets(b["labels"])
-            logits = model(input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device)).logits[
-                :, :-1, :vocab
-            ]
+            logits = model(**model_inputs(b, device)).logits[:, :-1, :vocab]
             tot += float(nll(logits, labels=labels.to(device)).sum())  # 0 where masked
             n += int(mask.sum())
     model.train()

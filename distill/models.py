@@ -8,7 +8,8 @@ A source is named by a string in the config:
   dequantized once by transformers' GGUF support and cached as safetensors; later loads read the cache (< 1 s);
 * ``tiny-<arch>[-h<hidden>][-l<layers>][-v<vocab>][-p<pad rows>]``, arch ``llama``, ``qwen2`` or ``gpt2``: a tiny random
   model with a byte-level BPE tokenizer trained locally on a deterministic corpus, saved with
-  ``save_pretrained`` and loaded back by path, so tests exercise the same code as real models.
+  ``save_pretrained`` and loaded back by path, so tests exercise the same code as real models;
+* ``world-*`` (``distill/world_model.py``) and ``vlm-*`` (a tiny LLaVA with its processor: ``distill/vision.py``).
 
 Students can be derived from a teacher by keeping K evenly spaced decoder layers (DistilBERT / Minitron-style
 initialisation), optionally narrowing the MLP; they share the teacher's tokenizer.
@@ -232,6 +233,13 @@ def resolve_source(name: str, cache_dir: str | os.PathLike | None = None) -> str
         return str(build_tiny(name, cache_dir))
     if name.startswith("world-"):
         return str(build_world(name, cache_dir))
+    if name.startswith("vlm-"):
+        from distill.vision import build_vlm
+
+        try:
+            return str(build_vlm(name, Path(cache_dir or default_cache_dir())))
+        except ValueError as err:
+            raise ModelSourceError(str(err)) from None
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
@@ -278,10 +286,15 @@ def load_model(name: str, *, dtype: str = "float32", cache_dir: str | os.PathLik
     if dtype not in DTYPES:
         raise ModelSourceError(f"unknown dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
     src = resolve_source(name, cache_dir)
+    from distill.vision import is_vlm, load_vlm
+
     try:
-        tok = AutoTokenizer.from_pretrained(src)
-        model = AutoModelForCausalLM.from_pretrained(src, dtype=DTYPES[dtype])
-    except OSError as err:
+        if is_vlm(src):
+            model, tok = load_vlm(src, DTYPES[dtype])
+        else:
+            tok = AutoTokenizer.from_pretrained(src)
+            model = AutoModelForCausalLM.from_pretrained(src, dtype=DTYPES[dtype])
+    except (OSError, ValueError) as err:
         raise ModelSourceError(f"cannot load model {name!r} from {src}: {str(err).splitlines()[0]}") from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -357,6 +370,7 @@ def derive_student(
     """
     from transformers import AutoModelForCausalLM
 
+    require(not hasattr(teacher.config, "vision_config"), "a VLM student is named, not pruned from its teacher")
     n_layers = teacher.config.num_hidden_layers
     if layers is None:
         layers = default_student_layers(teacher)
@@ -400,6 +414,10 @@ def aligned_vocab_size(teacher, student, teacher_tok, student_tok) -> int:
     1.5B: 151936, both padded beyond the 151665 real tokens). Losses compare ``logits[..., :n]`` with
     ``n = len(tokenizer)``. Different tokenizers are refused.
     """
+    from distill.vision import processor_mismatch
+
+    if why := processor_mismatch(teacher_tok, student_tok):  # a VLM pair sees the same pixels
+        raise TokenizerMismatchError(why)
     if not same_tokenizer(teacher_tok, student_tok):
         raise TokenizerMismatchError(
             f"teacher tokenizer (vocab {len(teacher_tok)}) and student tokenizer (vocab {len(student_tok)}) differ; "

@@ -284,13 +284,13 @@ class AdaptiveOffPolicySampler(Sampler):
         return {
             "phi": self.phi,
             "prev_val": self.prev_val,
-            "buffer": [(r.prompt_ids, r.response_ids, r.source) for r in self.buffer],
+            "buffer": [(r.prompt_ids, r.response_ids, r.source, r.image) for r in self.buffer],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.phi, self.prev_val = state["phi"], state["prev_val"]
         self.buffer.clear()
-        self.buffer.extend(Row(list(p), list(r), s) for p, r, s in state["buffer"])
+        self.buffer.extend(Row(list(p), list(r), s, *image) for p, r, s, *image in state["buffer"])
 
 
 class BatchedOnPolicySampler(Sampler):

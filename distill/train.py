@@ -137,7 +137,7 @@ def setup(cfg: TrainConfig) -> Run:
         student = apply_lora(cfg.lora, student)
 
     d = cfg.data
-    prompts = [encode_prompt(s_tok, e.prompt, d.max_prompt_len, d.chat) for e in train_ex]
+    prompts = [encode_prompt(s_tok, e.prompt, d.max_prompt_len, d.chat, e.image) for e in train_ex]
     max_new = d.max_len - max(len(p) for p in prompts)
     timer = {"generation": 0.0, "teacher_generation_live": 0.0, "last_save": time.perf_counter()}
     teacher_resp = TeacherResponses.for_run(cfg, teacher, t_tok, prompts, timer)
@@ -192,6 +192,9 @@ def setup(cfg: TrainConfig) -> Run:
     cache = None
     if cfg.teacher_cache.enabled:
         from distill.models import default_cache_dir
+
+        if any(getattr(p, "image", None) for p in prompts):  # its keys are token ids, blind to the image
+            raise TrainingError("teacher_cache.enabled: the teacher cache does not support image rows; disable it")
         from distill.teacher_cache import TeacherCache
 
         root = cfg.cache_dir or default_cache_dir()

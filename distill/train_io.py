@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from distill.atomic import atomic_dir, atomic_write_json, atomic_write_text
 from distill.train_config import TrainingError
+from distill.vision import save_tokenizer
 
 if TYPE_CHECKING:
     from distill.train_config import TrainConfig
@@ -65,6 +66,6 @@ def finish(cfg, out_dir, acc, student, tok, state, total) -> dict[str, Any]:
             model = model.merge_and_unload()
         with atomic_dir(out_dir / "final") as tmp:
             model.save_pretrained(tmp, safe_serialization=True)
-            tok.save_pretrained(tmp)
+            save_tokenizer(tok, tmp)
         atomic_write_json(out_dir / "summary.json", summary)
     return summary
