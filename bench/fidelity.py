@@ -37,7 +37,12 @@ _TEACHER_MEMO: dict[str, list[torch.Tensor]] = {}
 
 def read_heldout(path: Path) -> list[Example]:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [Example(prompt=r["prompt"], response=r["response"]) for r in rows]
+    return [
+        Example(
+            prompt=r["prompt"], response=r["response"], image=str(path.parent / r["image"]) if r.get("image") else None
+        )
+        for r in rows
+    ]
 
 
 def _logprobs(model, batch, vocab: int) -> torch.Tensor:

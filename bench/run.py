@@ -48,6 +48,7 @@ from bench.stage_config import (
     teacher_config,
     teacher_encoding,
 )
+from bench.stage_images import copy_images, image_path, render_images
 from bench.store import stage_lock, store_root
 from bench.suite import SuiteConfig, as_dict
 from bench.tables import write_throughput
@@ -326,8 +327,11 @@ class SuiteRun:
             if len(pool) < n:
                 raise ValueError(f"teacher_train: task {name!r} has {len(pool)} training examples; {n} were asked for")
             for ex in pool[:n]:
-                rows.append({"prompt": task.prompt(ex), "response": task.gold(ex).strip()})
-        atomic_write_jsonl(d / "gold.jsonl", rows)
+                row = {"prompt": task.prompt(ex), "response": task.gold(ex).strip()}
+                if task.needs_image:
+                    row["image_of"] = {"task": name, "id": ex.id, "split": "train"}
+                rows.append(row)
+        atomic_write_jsonl(d / "gold.jsonl", render_images(rows, d))
         summary = self._train(teacher_config(self.cfg, str(d / "gold.jsonl"), str(d / "train")))
         return {"model": str(d / "train" / "final"), "train": summary}
 
@@ -340,6 +344,7 @@ class SuiteRun:
         )
         out = {}
         for split, split_rows in slices.items():
+            split_rows = render_images(split_rows, d)  # image rows: their images under d/images
             atomic_write_jsonl(d / f"{split}_prompts.jsonl", split_rows)
             out[split], out[f"n_{split}"] = str(d / f"{split}_prompts.jsonl"), len(split_rows)
         return out
@@ -358,8 +363,11 @@ class SuiteRun:
         data, train_sampling = teacher_encoding(c)  # the training stages' prompt encoding, length and sampling
         out: dict[str, Any] = {"generations": str(d / "generations")}
         for split in ("train", "val", "heldout", "labelled"):
-            src = [json.loads(x) for x in Path(self.output("prompts")[split]).read_text().splitlines()]
+            src_file = Path(self.output("prompts")[split])
+            src = copy_images([json.loads(x) for x in src_file.read_text().splitlines()], src_file.parent, d)
             prompts = [r["prompt"] for r in src]
+            images = [image_path(r, d) for r in src]
+            extra = [{"image": r["image"]} if r.get("image") else {} for r in src]
             if not src:
                 atomic_write_jsonl(d / f"{split}.jsonl", [])
                 out[split], out[f"{split}_tokens"] = str(d / f"{split}.jsonl"), 0
@@ -376,19 +384,27 @@ class SuiteRun:
                         "finish_reason": "data",
                         "tokens": len(tok(r["response"])["input_ids"]),
                     }
-                    for r in src
+                    | x
+                    for r, x in zip(src, extra, strict=True)
                 ]
             else:
                 if split == "train":  # encoded and capped exactly as the training stages encode it
-                    ids = [encode_prompt(tok, p, data.max_prompt_len, data.chat) for p in prompts]
+                    ids = [
+                        encode_prompt(tok, p, data.max_prompt_len, data.chat, i)
+                        for p, i in zip(prompts, images, strict=True)
+                    ]
                     sp = teacher_sampling_for(train_sampling, ids, data.max_len)
-                else:  # not trained on: whole prompts, the suite's own length
+                elif any(images):  # not trained on: whole prompts, the suite's own length
+                    ids = [encode_prompt(tok, p, 10**6, True, i) for p, i in zip(prompts, images, strict=True)]
+                    sp = teacher_sampling_for(c.teacher_sampling, ids, None)
+                else:
                     ids = HFGenerator(model, tok).encode_prompts(prompts)
                     sp = teacher_sampling_for(c.teacher_sampling, ids, None)
                 gen = TeacherResponses(teacher_cfg, model, tok, ids, sp, d / "generations", c.train.gen_batch_size)
                 rows = [
                     {"prompt": p, "response": r["text"], "finish_reason": r["finish_reason"], "tokens": len(r["ids"])}
-                    for p, r in zip(prompts, gen.rows(0), strict=True)
+                    | x
+                    for p, r, x in zip(prompts, gen.rows(0), extra, strict=True)
                 ]
             atomic_write_jsonl(d / f"{split}.jsonl", rows)
             out[split] = str(d / f"{split}.jsonl")

@@ -4,10 +4,12 @@ The paper suites are written for GPU boxes with hub access (7B teachers, vLLM, 5
 keeps everything the suite does and shrinks only what needs a GPU or the hub:
 
 * **models**: tiny random models of the suite's own architecture class (GPT-2 for DistiLLM's GPT-2 suite, Qwen2 for
-  the Qwen suites, Llama for DeepSeek-Coder, which is a Llama), teacher and student sharing one tokenizer;
+  the Qwen suites, Llama for DeepSeek-Coder, which is a Llama, tiny LLaVAs for the VLM suite), teacher and student
+  sharing one tokenizer (and image processor);
 * **data**: fixture files in the exact schemas of the hub datasets (``bench/stand_in_data/``: databricks-dolly-15k,
   UltraChat-200k, MetaMathQA, Evol-Instruct-Code-80k, and the evaluation sets: MiniLLM's Dolly, Self-Instruct,
-  Vicuna, S-NI, UnNI, GSM8K, MBPP), read by the same loaders as the hub rows;
+  Vicuna, S-NI, UnNI, GSM8K, MBPP; RLAIF-V, OK-VQA and TextVQA with small rendered images), read by the same
+  loaders as the hub rows;
 * **sizes**: 16 training prompts, short responses, batches of at most 4 (gradient accumulation cut to fit), and
   the suite's own epochs (1 to 4 optimizer steps each);
 * **backends**: ``gen_backend=vllm`` becomes ``hf-engine`` (the engine code path: the merged LoRA snapshot and the
@@ -28,10 +30,13 @@ from distill.config import ConfigError, config_to_dict, load_config
 
 DATA = Path(__file__).resolve().parent / "stand_in_data"
 #: model families by a hub id's name -> the tiny architecture that stands in for them (distill.models tiny-*)
-ARCHS = (("gpt2", "gpt2"), ("qwen", "qwen2"), ("deepseek-coder", "llama"), ("llama", "llama"), ("smollm", "llama"))
+ARCHS = (("llava", "vlm"), ("gpt2", "gpt2"), ("qwen", "qwen2"), ("deepseek-coder", "llama"), ("llama", "llama"),
+         ("smollm", "llama"))  # fmt: skip
+#: the tiny models standing in for each architecture (a VLM pair: tiny LLaVAs sharing one processor)
+TINY = {"vlm": ("vlm-h64-l2-f128", "vlm-h32-l1-f64")}
 #: hub prompt pools and evaluation tasks with a fixture file in their exact schema
-POOL_FILES = ("dolly-15k", "ultrachat-200k", "metamathqa", "evol-instruct-code")
-TASK_FILES = ("dolly", "selfinst", "vicuna", "sni", "unni", "gsm8k", "mbpp")
+POOL_FILES = ("dolly-15k", "ultrachat-200k", "metamathqa", "evol-instruct-code", "rlaif-v")
+TASK_FILES = ("dolly", "selfinst", "vicuna", "sni", "unni", "gsm8k", "mbpp", "okvqa", "textvqa")
 SIZES = {"n_train": 16, "n_val": 4, "n_heldout": 4, "max_new_tokens": 12, "eval_examples": 2}
 
 
@@ -60,10 +65,11 @@ def stand_in(cfg: SuiteConfig) -> SuiteConfig:
 
     batch = min(cfg.train.batch_size, 4)
     accum = max(1, min(cfg.train.grad_accum, n["n_train"] // batch))  # at least one optimizer step per epoch
+    teacher, student = TINY.get(arch, (f"tiny-{arch}-h64-l4", f"tiny-{arch}-h32-l2"))
     overrides = [
         f"name={cfg.name}-stand-in",
-        f"teacher={{name: tiny-{arch}-h64-l4, dtype: float32}}",
-        f"student={{name: tiny-{arch}-h32-l2, dtype: float32}}",
+        f"teacher={{name: {teacher}, dtype: float32}}",
+        f"student={{name: {student}, dtype: float32}}",
         "teacher_train.enabled=false",
         f"prompts.n_train={n['n_train']}",
         f"prompts.n_val={n['n_val']}",
@@ -73,8 +79,8 @@ def stand_in(cfg: SuiteConfig) -> SuiteConfig:
         f"teacher_sampling.max_new_tokens={new}",
         f"init.epochs={min(cfg.init.epochs, 2)}",
         f"init.batch_size={min(cfg.init.batch_size, 8)}",
-        "train.max_prompt_len=48",
-        "train.max_len=72",
+        f"train.max_prompt_len={96 if arch == 'vlm' else 48}",  # a character tokenizer: an image question is longer
+        f"train.max_len={120 if arch == 'vlm' else 72}",
         f"train.student_max_new_tokens={new}",
         "train.mixed_precision=no",
         "train.gen_batch_size=16",

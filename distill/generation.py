@@ -181,10 +181,12 @@ class HFGenerator:
                 chunk = rows[start : start + self.batch_size]
                 enc = self._pad_left([prompt_ids[i] for i, _ in chunk])
                 images = [getattr(prompt_ids[i], "image", None) for i, _ in chunk]
-                if any(images):  # a VLM's prompt: generation is conditioned on its image
-                    from distill.vision import batch_pixels
+                extra: dict[str, Any] = {}
+                if any(images):  # a VLM's prompt: generation is conditioned on its image, and never emits <image>
+                    from distill.vision import batch_pixels, images_of
 
                     enc["pixel_values"] = batch_pixels(images).to(self.model.device)  # type: ignore[union-attr]
+                    extra["suppress_tokens"] = [images_of(self.tokenizer).image_token_id]  # type: ignore[union-attr]
                 prompt_len = enc["input_ids"].shape[1]
                 processors, stopping = LogitsProcessorList(), StoppingCriteriaList()
                 if not sampling.greedy:
@@ -206,6 +208,7 @@ class HFGenerator:
                         temperature=None,
                         top_p=None,
                         top_k=None,
+                        **extra,
                     )
                 for (i, j), ids in zip(chunk, gen[:, prompt_len:].tolist(), strict=True):
                     out[i][j] = self._completion(ids, eos_ids, sampling)
@@ -272,6 +275,11 @@ def teacher_generation_key(
     h.update(json.dumps(config_to_dict(teacher), sort_keys=True).encode())
     h.update(json.dumps(sorted(tok.get_vocab().items())).encode())
     h.update(json.dumps(list(prompts)).encode())
+    images = [getattr(p, "image", None) for p in prompts]
+    if any(images):  # image prompts: the same question about two images is two prompts (by the image's bytes)
+        h.update(
+            json.dumps([hashlib.sha256(Path(i).read_bytes()).hexdigest() if i else None for i in images]).encode()
+        )
     h.update(json.dumps({**vars(sp), "seed": teacher_epoch_seed(sp.seed, epoch)}, sort_keys=True).encode())
     return h.hexdigest()[:24]
 

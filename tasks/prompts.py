@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from tasks import TASKS, get_task
@@ -45,6 +46,8 @@ POOLS: dict[str, PromptPool] = {
         PromptPool("world-ifeval", "instruction", "task:world-ifeval/train", False, "world: verifiable instructions"),
         PromptPool("world-code", "code", "task:world-code/train", False, "world: one-line functions from a spec"),
         PromptPool("world-pick", "instruction", "task:world-pick/train", False, "world: pick any valid listed word"),
+        PromptPool("world-vqa", "vqa", "task:world-vqa/train", False, "image world: questions about a scene"),
+        PromptPool("world-caption", "caption", "task:world-caption/train", False, "image world: caption a scene"),
         PromptPool(
             "dolly-15k", "instruction", "hub:databricks/databricks-dolly-15k", True, "DistiLLM v1 training set"
         ),
@@ -55,6 +58,7 @@ POOLS: dict[str, PromptPool] = {
         PromptPool(
             "evol-instruct-code", "code", "hub:nickrosh/Evol-Instruct-Code-80k-v1", True, "DistiLLM-2 code prompts"
         ),
+        PromptPool("rlaif-v", "vqa", "hub:openbmb/RLAIF-V-Dataset", True, "DistiLLM-2 VLM prompts (with images)"),
     ]
 }
 
@@ -72,6 +76,8 @@ _HUB: dict[str, tuple[str, str, Callable[[dict[str, Any]], tuple[str, str | None
         "train",
         lambda r: (r["instruction"], r.get("output")),
     ),
+    # RLAIF-V: DistiLLM-2 distils on its questions (each with its image); the teacher answers, `chosen` is not used
+    "rlaif-v": ("openbmb/RLAIF-V-Dataset", "train", lambda r: (r["question"], None)),
 }
 
 
@@ -134,23 +140,31 @@ def load_pool(
         task = get_task(name)
         with_gold = name.startswith("world-")
         for ex in task.examples(split):
-            rows.append(
-                {
-                    "id": ex.id,
-                    "pool": name,
-                    "prompt": task.prompt(ex),
-                    "text": task.prompt_text(ex),
-                    "response": task.gold(ex) if with_gold else None,
-                }
-            )
+            row = {
+                "id": ex.id,
+                "pool": name,
+                "prompt": task.prompt(ex),
+                "text": task.prompt_text(ex),
+                "response": task.gold(ex) if with_gold else None,
+            }
+            if task.needs_image:  # the suite's prompts stage renders it (task.image) into its own directory
+                row["image_of"] = {"task": name, "id": ex.id, "split": split}
+            rows.append(row)
     else:
         if split != "train":
             raise TaskDataError(f"prompt pool {name!r} is online and has only the 'train' split, not {split!r}")
         dataset_id, hub_split, convert = _HUB[name]
         raw = read_rows(data_file) if data_file else hub_rows(name, dataset_id, hub_split)
+        base = Path(data_file).parent if data_file else None
         for i, row in enumerate(raw):
             text, response = convert(row)
-            rows.append({"id": str(i), "pool": name, "prompt": user(text), "text": text, "response": response})
+            item = {"id": str(i), "pool": name, "prompt": user(text), "text": text, "response": response}
+            if "image" in row:  # an image pool: the image (hub: a PIL image; a file: a path) travels with the row
+                image = row["image"].get("path") if isinstance(row["image"], dict) else row["image"]
+                if isinstance(image, str) and base is not None and not Path(image).is_absolute():
+                    image = str(base / image)
+                item["image_obj"] = image
+            rows.append(item)
     if clean:
         # The world pools' splits are disjoint from their own test split by construction (a prompt's split is a
         # hash of its text, see tasks/world.py), so for them this pass only guards against other tasks' test
@@ -188,7 +202,9 @@ def prompt_slices(
     if len(rows) < need:
         raise ValueError(f"prompt pools {list(pools)} hold {len(rows)} prompts; the suite needs {need}")
     keep = ("prompt", "pool", "response")
-    rows = [{k: r.get(k) for k in keep} for r in rows[:need]]
+    rows = [
+        {k: r.get(k) for k in keep} | ({"image_of": r["image_of"]} if "image_of" in r else {}) for r in rows[:need]
+    ]
     train, val, held = rows[:n_train], rows[n_train : n_train + n_val], rows[n_train + n_val :]
     if need_responses and any(r["response"] is None for r in rows):
         raise ValueError(f"prompts.responses_from=pool, but pools {list(pools)} have prompts without responses")

@@ -47,10 +47,10 @@ class WorldCaption(Task):
         return out
 
     def prompt(self, example: Example) -> list[Message]:
-        return user(f"<image>\n{PROMPT}")
+        return user(f"<image> {PROMPT}")
 
     def plain_prompt(self, example: Example) -> str:
-        return f"<image>\n{PROMPT}\n"
+        return f"<image> {PROMPT}\n"
 
     def prompt_text(self, example: Example) -> str:
         return example.data["scene_key"]

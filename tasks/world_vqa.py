@@ -47,10 +47,10 @@ class WorldVQA(Task):
         return out
 
     def prompt(self, example: Example) -> list[Message]:
-        return user(f"<image>\n{example.data['question']}")
+        return user(f"<image> {example.data['question']}")
 
     def plain_prompt(self, example: Example) -> str:
-        return f"<image>\n{example.data['question']}\n"
+        return f"<image> {example.data['question']}\n"
 
     def prompt_text(self, example: Example) -> str:
         return f"{example.data['scene_key']} {example.data['question']}"

@@ -17,7 +17,8 @@ from distill.train import TrainConfig
 
 PAPER = sorted(p.stem for p in SUITES_DIR.glob("paper-*.yaml"))
 ARCH = {"paper-distillm-gpt2": "gpt2", "paper-distillm2-qwen2": "qwen2", "paper-distillm2-math": "qwen2",
-        "paper-distillm2-code": "llama"}  # fmt: skip
+        "paper-distillm2-code": "llama", "paper-distillm2-vlm": "vlm"}  # fmt: skip
+TINY = {"vlm": ("vlm-h64-l2-f128", "vlm-h32-l1-f64")}  # the tiny LLaVAs (one processor) standing in for LLaVA
 
 
 def test_every_paper_suite_has_a_stand_in_that_keeps_its_methods_and_recipe():
@@ -26,7 +27,8 @@ def test_every_paper_suite_has_a_stand_in_that_keeps_its_methods_and_recipe():
         cfg = load_suite(name)
         s = stand_in(cfg)
         assert s.name == f"{name}-stand-in" and s.resolved_run_id.startswith(f"{name}-stand-in-")
-        assert s.teacher.name == f"tiny-{ARCH[name]}-h64-l4" and s.student.name == f"tiny-{ARCH[name]}-h32-l2"
+        teacher, student = TINY.get(ARCH[name], (f"tiny-{ARCH[name]}-h64-l4", f"tiny-{ARCH[name]}-h32-l2"))
+        assert s.teacher.name == teacher and s.student.name == student
         assert s.methods == cfg.methods and s.seeds == cfg.seeds and s.train.epochs == cfg.train.epochs
         assert s.train.lr == cfg.train.lr and s.train.method_overrides == cfg.train.method_overrides
         assert s.eval.tasks.keys() == cfg.eval.tasks.keys() and s.eval.protocol == cfg.eval.protocol
@@ -45,10 +47,22 @@ def test_the_fixtures_have_the_hub_datasets_exact_schemas():
         "ultrachat-200k": {"prompt", "prompt_id", "messages"},
         "metamathqa": {"type", "query", "original_question", "response"},
         "evol-instruct-code": {"instruction", "output"},
-    }
+        "rlaif-v": {"ds_name", "image", "question", "chosen", "rejected", "origin_dataset", "origin_split", "idx",
+                    "image_path"},
+    }  # fmt: skip
     for name, want in keys.items():
         rows = [json.loads(x) for x in (DATA / f"{name}.jsonl").read_text().splitlines()]
         assert len(rows) >= 24 and all(set(r) == want for r in rows), name
+    # the VQA sets (lmms-lab/OK-VQA val2014, lmms-lab/textvqa validation): their columns, images as {"path"}
+    vqa = {
+        "okvqa": {"question_id", "image", "question", "answers", "question_type", "answer_type"},
+        "textvqa": {"image_id", "question_id", "question", "question_tokens", "image", "image_width", "image_height",
+                    "flickr_original_url", "flickr_300k_url", "answers", "image_classes", "set_name", "ocr_tokens"},
+    }  # fmt: skip
+    for name, want in {**vqa, "rlaif-v": keys["rlaif-v"]}.items():
+        rows = [json.loads(x) for x in (DATA / f"{name}.jsonl").read_text().splitlines()]
+        assert all(set(r) == want and (DATA / r["image"]["path"]).is_file() for r in rows), name
+        assert name == "rlaif-v" or all(len(r["answers"]) == 10 for r in rows)
 
 
 @pytest.mark.slow  # four suites end to end: ~3 min on an idle 2-core box

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from distill.config import load_config
 from distill.methods import METHODS
 from distill.train import TrainConfig, train
+from distill.vision import IMAGE_SIZE, PATCH
 
 TEACHER, STUDENT = "vlm-h64-l2-f160", "vlm-h32-l1-f64"
 
@@ -56,7 +57,10 @@ def test_every_method_takes_a_step_on_image_rows(method, image_data, tmp_path):
     rows = _train(image_data, tmp_path, f"method={method}", "optim.max_steps=1", "data.val_fraction=0.2")
     assert rows and all(r["loss"] == r["loss"] for r in rows)  # finite (not NaN)
     model, tok = load_model(str(tmp_path / "final"))  # saved with its processor: loads back as a VLM
-    assert type(model).__name__ == "LlavaForConditionalGeneration" and tok.distill_images.tokens_per_image == 16
+    assert (
+        type(model).__name__ == "LlavaForConditionalGeneration"
+        and tok.distill_images.tokens_per_image == (IMAGE_SIZE // PATCH) ** 2
+    )
     after = model.state_dict()
     vision = [k for k in after if "vision_tower" in k or "multi_modal_projector" in k]
     assert vision and any(not torch.equal(after[k], before[k]) for k in vision)  # the image path gets gradients
@@ -99,7 +103,7 @@ def test_generation_and_pairs_are_conditioned_on_the_rows_image(image_data):
     model, tok = load_model(STUDENT)
     examples = read_examples(image_data)
     rows = [encode_example(tok, e, 64, 96) for e in examples[:8]]
-    assert all(r.image == e.image and r.prompt_ids.count(tok.distill_images.image_token_id) == 16
+    assert all(r.image == e.image and r.prompt_ids.count(tok.distill_images.image_token_id) == (IMAGE_SIZE // PATCH) ** 2
                for r, e in zip(rows, examples, strict=False))  # fmt: skip
     batch = collate(rows[:4], tok.pad_token_id)
     assert batch["pixel_values"].shape == (4, 3, 32, 32)
