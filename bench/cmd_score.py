@@ -33,17 +33,9 @@ def score_humaneval(
     from tasks.humaneval import load_problems, problem_program
     from tasks.sandbox import Limits, SandboxError, isolation, run_many
     from tasks.scoring import pass_at_k
-    from tasks.sources import read_rows
 
     path = Path(samples_path)
-    if not path.is_file():
-        raise CLIError(f"samples file not found: {path}")
-    try:
-        rows = read_rows(path)
-    except (ValueError, OSError) as err:
-        raise CLIError(f"cannot read {path}: {err}") from None
-    if not rows:
-        raise CLIError(f"samples file is empty: {path}")
+    rows = read_sample_rows(path)
     problems = load_problems(problems_path)
     for i, row in enumerate(rows):
         if "task_id" not in row or "completion" not in row:
@@ -83,10 +75,10 @@ def score_humaneval(
     }
 
 
-def _read_samples(samples_path: str, fields: tuple[str, ...]) -> list[dict]:
+def read_sample_rows(path: Path) -> list[dict]:
+    """The rows of a samples file (JSON or JSONL); a missing, unreadable or empty file is a one-line CLIError."""
     from tasks.sources import read_rows
 
-    path = Path(samples_path)
     if not path.is_file():
         raise CLIError(f"samples file not found: {path}")
     try:
@@ -95,6 +87,12 @@ def _read_samples(samples_path: str, fields: tuple[str, ...]) -> list[dict]:
         raise CLIError(f"cannot read {path}: {err}") from None
     if not rows:
         raise CLIError(f"samples file is empty: {path}")
+    return rows
+
+
+def _read_samples(samples_path: str, fields: tuple[str, ...]) -> list[dict]:
+    path = Path(samples_path)
+    rows = read_sample_rows(path)
     seen: set = set()
     for i, row in enumerate(rows):
         missing = [f for f in fields if f not in row]

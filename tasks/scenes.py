@@ -21,6 +21,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from tasks.base import Example, Message, Task, user
 from tasks.world import below, sample, split_of
 
 SIZE = 32  # image side in pixels: 2 x 2 cells of 16
@@ -142,3 +143,22 @@ def scene_data(scene: Scene) -> dict[str, Any]:
 
 def scene_of(data: dict[str, Any]) -> Scene:
     return tuple(tuple(o) for o in data["scene"])  # type: ignore[return-value]
+
+
+class SceneTask(Task):
+    """Base of the image world's tasks: the scene's image, then the task's text (:meth:`text`)."""
+
+    needs_image = True
+    splits = ("test", "val", "train")
+
+    def text(self, example: Example) -> str:
+        raise NotImplementedError
+
+    def prompt(self, example: Example) -> list[Message]:
+        return user(f"<image> {self.text(example)}")
+
+    def plain_prompt(self, example: Example) -> str:
+        return f"<image> {self.text(example)}\n"
+
+    def image(self, example: Example) -> Any:
+        return render(scene_of(example.data))

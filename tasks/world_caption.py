@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from tasks import register_task
-from tasks.base import Example, GenerationSpec, Message, Score, Task, user
-from tasks.scenes import captions, render, scene_data, scene_of, scenes
+from tasks.base import Example, GenerationSpec, Score
+from tasks.scenes import SceneTask, captions, scene_data, scenes
 
 SIZES = {"test": 200, "val": 100, "train": 3000}
 PROMPT = "describe the image."
@@ -27,16 +26,14 @@ class CaptionScore(Score):
 
 
 @register_task("world-caption")
-class WorldCaption(Task):
+class WorldCaption(SceneTask):
     category = "caption"
     version = 1
     source = "generator:scenes (2x2 grid, 1-3 coloured shapes, 32x32 px)"
     description = "image world: caption a rendered scene of coloured shapes (CIDEr-D, BLEU-4, ROUGE-L)"
-    splits = ("test", "val", "train")
     metrics = ("cider", "bleu4", "rouge_l")
     primary_metric = "cider"
     corpus_metrics = ("cider",)  # computed over the whole set (its idf), in aggregate() only
-    needs_image = True
     generation = GenerationSpec(max_new_tokens=96, stop=("\n",))
 
     def load_examples(self, split: str) -> list[Example]:
@@ -46,17 +43,11 @@ class WorldCaption(Task):
             out.append(Example(id=f"{split}/{i}", data=scene_data(scene), target=refs[0], references=tuple(refs)))
         return out
 
-    def prompt(self, example: Example) -> list[Message]:
-        return user(f"<image> {PROMPT}")
-
-    def plain_prompt(self, example: Example) -> str:
-        return f"<image> {PROMPT}\n"
+    def text(self, example: Example) -> str:
+        return PROMPT
 
     def prompt_text(self, example: Example) -> str:
         return example.data["scene_key"]
-
-    def image(self, example: Example) -> Any:
-        return render(scene_of(example.data))
 
     def score(self, example: Example, completion: str) -> Score:
         from tasks.vision_scoring import caption_example_scores

@@ -9,26 +9,22 @@ exact attribute accuracy). Greedy decoding, one sample.
 
 from __future__ import annotations
 
-from typing import Any
-
 from tasks import register_task
-from tasks.base import Example, GenerationSpec, Message, Score, Task, user
-from tasks.scenes import render, scene_data, scene_of, scenes
+from tasks.base import Example, GenerationSpec, Score
+from tasks.scenes import SceneTask, scene_data, scenes
 from tasks.sources import seeded_rng
 
 SIZES = {"test": 300, "val": 150, "train": 6000}
 
 
 @register_task("world-vqa")
-class WorldVQA(Task):
+class WorldVQA(SceneTask):
     category = "vqa"
     version = 1
     source = "generator:scenes (count, shape, colour, position and presence questions, 10 answers each)"
     description = "image world: answer questions about a rendered scene (VQA accuracy, exact attribute accuracy)"
-    splits = ("test", "val", "train")
     metrics = ("vqa_accuracy", "exact")
     primary_metric = "vqa_accuracy"
-    needs_image = True
     generation = GenerationSpec(max_new_tokens=16, stop=("\n",))
 
     def load_examples(self, split: str) -> list[Example]:
@@ -46,17 +42,11 @@ class WorldVQA(Task):
                     return out
         return out
 
-    def prompt(self, example: Example) -> list[Message]:
-        return user(f"<image> {example.data['question']}")
-
-    def plain_prompt(self, example: Example) -> str:
-        return f"<image> {example.data['question']}\n"
+    def text(self, example: Example) -> str:
+        return example.data["question"]
 
     def prompt_text(self, example: Example) -> str:
         return f"{example.data['scene_key']} {example.data['question']}"
-
-    def image(self, example: Example) -> Any:
-        return render(scene_of(example.data))
 
     def score(self, example: Example, completion: str) -> Score:
         from tasks.vision_scoring import normalize_answer, vqa_accuracy
