@@ -7,6 +7,7 @@ stage store moves it (``bench/store.py``): nothing points outside it.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from pathlib import Path
 from typing import Any
@@ -18,15 +19,17 @@ def render_images(rows: list[dict[str, Any]], d: Path) -> list[dict[str, Any]]:
     from tasks import get_task
 
     out, tasks = [], {}
-    for i, row in enumerate(rows):
-        if "image_obj" in row:  # an image pool's row: a PIL image (hub) or a file path
-            obj = row["image_obj"]
-            name = f"images/{row.get('pool', 'pool')}-{i}.png"
-            if not (d / name).is_file():
-                from PIL import Image
+    for row in rows:
+        if "image_obj" in row:  # an image pool's row: a PIL image (hub) or a file path, named by its content
+            from PIL import Image
 
+            obj = row["image_obj"]
+            img = (Image.open(obj) if isinstance(obj, str) else obj).convert("RGB")
+            digest = hashlib.sha256(img.tobytes() + repr(img.size).encode()).hexdigest()[:16]
+            name = f"images/{row.get('pool', 'pool')}-{digest}.png"
+            if not (d / name).is_file():
                 (d / name).parent.mkdir(parents=True, exist_ok=True)
-                (Image.open(obj) if isinstance(obj, str) else obj).convert("RGB").save(d / name)
+                img.save(d / name)
             out.append({k: v for k, v in row.items() if k != "image_obj"} | {"image": name})
             continue
         ref = row.get("image_of")

@@ -59,6 +59,7 @@ from distill.sampling import (
 from distill.schedules import expected_steps, lr_lambda
 from distill.train_config import TrainConfig, TrainingError, TrainingInterrupted
 from distill.train_io import append_metrics, finish, tensorboard_writer, truncate_metrics
+from distill.vision import image_rows_unsupported
 
 
 def _kill_hook(step: int) -> None:
@@ -138,6 +139,8 @@ def setup(cfg: TrainConfig) -> Run:
 
     d = cfg.data
     prompts = [encode_prompt(s_tok, e.prompt, d.max_prompt_len, d.chat, e.image) for e in train_ex]
+    if why := image_rows_unsupported(cfg.teacher_cache.enabled, cfg.gen_backend, prompts):  # before any work
+        raise TrainingError(why)
     max_new = d.max_len - max(len(p) for p in prompts)
     timer = {"generation": 0.0, "teacher_generation_live": 0.0, "last_save": time.perf_counter()}
     teacher_resp = TeacherResponses.for_run(cfg, teacher, t_tok, prompts, timer)
@@ -192,9 +195,6 @@ def setup(cfg: TrainConfig) -> Run:
     cache = None
     if cfg.teacher_cache.enabled:
         from distill.models import default_cache_dir
-
-        if any(getattr(p, "image", None) for p in prompts):  # its keys are token ids, blind to the image
-            raise TrainingError("teacher_cache.enabled: the teacher cache does not support image rows; disable it")
         from distill.teacher_cache import TeacherCache
 
         root = cfg.cache_dir or default_cache_dir()

@@ -66,6 +66,17 @@ class ImageInputs:
         return json.dumps({**cfg, "tokens": self.tokens_per_image}, sort_keys=True, default=str)
 
 
+def image_rows_unsupported(teacher_cache: bool, gen_backend: str, prompts: list) -> str | None:
+    """Why this training run cannot take its image rows (None: it can)."""
+    if not any(image_of(p) for p in prompts):
+        return None
+    if teacher_cache:  # its keys are token ids, blind to the image
+        return "teacher_cache.enabled: the teacher cache does not support image rows; disable it"
+    if gen_backend == "vllm":
+        return "gen_backend=vllm: the vLLM engine does not pass images yet; use gen_backend=hf for image rows"
+    return None
+
+
 def images_of(tok) -> ImageInputs | None:
     return getattr(tok, "distill_images", None)
 
@@ -99,6 +110,9 @@ def register_image(path: str, inputs: ImageInputs) -> None:
     """Remember which processor turns ``path`` into pixel values (computed on first use by :func:`pixels`)."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"image file not found: {path}")
+    old = _PROCESSORS.get(path)
+    if old is not None and old is not inputs and old.signature() != inputs.signature():
+        _PIXELS.pop(path, None)  # another processor's pixels of this file: never served to this one
     _PROCESSORS[path] = inputs
 
 
@@ -157,8 +171,18 @@ def with_placeholder(prompt):
 
 
 def is_vlm(src: str) -> bool:
+    """Whether ``src`` (a local directory or a hub id) is a vision-language model: its config has a vision part."""
     cfg = Path(src) / "config.json"
-    return cfg.is_file() and "vision_config" in json.loads(cfg.read_text())
+    if cfg.is_file():
+        return "vision_config" in json.loads(cfg.read_text())
+    if Path(src).exists():
+        return False
+    from transformers import AutoConfig
+
+    try:
+        return hasattr(AutoConfig.from_pretrained(src), "vision_config")
+    except (OSError, ValueError):  # not reachable here: the model load that follows says why, in one line
+        return False
 
 
 def vlm_tokenizer():

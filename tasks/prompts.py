@@ -203,7 +203,8 @@ def prompt_slices(
         raise ValueError(f"prompt pools {list(pools)} hold {len(rows)} prompts; the suite needs {need}")
     keep = ("prompt", "pool", "response")
     rows = [
-        {k: r.get(k) for k in keep} | ({"image_of": r["image_of"]} if "image_of" in r else {}) for r in rows[:need]
+        {k: r.get(k) for k in keep} | {k: r[k] for k in ("image_of", "image_obj") if k in r}  # an image row's image
+        for r in rows[:need]
     ]
     train, val, held = rows[:n_train], rows[n_train : n_train + n_val], rows[n_train + n_val :]
     if need_responses and any(r["response"] is None for r in rows):

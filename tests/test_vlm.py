@@ -83,6 +83,8 @@ def test_resume_on_image_rows_equals_the_uninterrupted_run(method, image_data, t
     from distill.train_config import TrainingInterrupted
 
     extra = (f"method={method}", "optim.max_steps=4", "save_every=2", "save_every_min=0", "data.val_fraction=0.2")
+    if method == "distillm":  # phi from 1: the replay buffer holds student rows (and their images) at the checkpoint
+        extra = (*extra, "distillm.phi_init=1.0")
     _train(image_data, tmp_path / "whole", *extra)
     monkeypatch.setenv("DISTILLM_FAULT_KILL_AT_STEP", "3")
     monkeypatch.setenv("DISTILLM_FAULT_SIGNAL", "SIGINT")
@@ -160,3 +162,33 @@ def test_a_mismatched_image_processor_is_refused_in_one_line(image_data, tmp_pat
     assert "\n" not in str(err.value)
     with pytest.raises(TokenizerMismatchError, match="only the student is a vision-language model"):
         _train(image_data, tmp_path / "out2", "method=kd", "optim.max_steps=1", "teacher.name=world-h64-l2-f160")
+
+
+def test_the_teacher_and_the_student_see_the_same_pixels(image_data, tmp_path, monkeypatch):
+    """Both forwards of a KD step get the batch's pixel values (LLaVA would accept <image> tokens without them)."""
+    import distill.loss_step as loss_step
+
+    seen = []
+    original = loss_step.LossComputer._forward
+
+    def spy(self, model, batch, grad):
+        seen.append((model is self.teacher, batch.get("pixel_values")))
+        return original(self, model, batch, grad)
+
+    monkeypatch.setattr(loss_step.LossComputer, "_forward", spy)
+    _train(
+        image_data, tmp_path, "method=kd", "optim.max_steps=1", "data.val_fraction=0", "teacher_cache.enabled=false"
+    )
+    teacher = [pv for is_teacher, pv in seen if is_teacher]
+    student = [pv for is_teacher, pv in seen if not is_teacher]
+    assert teacher and student and all(pv is not None for pv in teacher + student)
+    assert all(torch.equal(t, s) for t, s in zip(teacher, student, strict=True))
+
+
+def test_image_rows_refuse_the_teacher_cache_and_the_vllm_engine(image_data, tmp_path):
+    from distill.train_config import TrainingError
+
+    with pytest.raises(TrainingError, match="teacher cache does not support image rows"):
+        _train(image_data, tmp_path / "a", "method=kd", "optim.max_steps=1", "teacher_cache.enabled=true")
+    with pytest.raises(TrainingError, match="vLLM engine does not pass images"):
+        _train(image_data, tmp_path / "b", "method=gkd", "optim.max_steps=1", "gen_backend=vllm")

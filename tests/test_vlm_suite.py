@@ -68,3 +68,17 @@ def test_the_vlm_suite_plans_and_its_student_is_4x_smaller():
     assert {"world-vqa", "world-caption"} == set(suite.eval.tasks)
     # teacher, prompts, responses, init; a training and an eval stage per method and seed; the teacher's and init's evals
     assert len(SuiteRun(suite).stages) == 4 + 2 * len(suite.methods) * len(suite.seeds) + 2
+
+
+def test_an_image_pools_rows_keep_their_images_through_the_prompt_slices(tmp_path):
+    """RLAIF-V's rows carry their image into the prompts stage's directory, each named by its content."""
+    from bench.stage_images import render_images
+    from tasks.prompts import prompt_slices
+
+    fixture = Path(__file__).resolve().parents[1] / "bench" / "stand_in_data" / "rlaif-v.jsonl"
+    slices = prompt_slices(["rlaif-v"], 16, 4, 4, 0, 0, {"rlaif-v": str(fixture)})
+    written = {split: render_images(rows, tmp_path) for split, rows in slices.items() if rows}
+    rows = [r for split in written.values() for r in split]
+    assert rows and all(r["image"].startswith("images/rlaif-v-") and (tmp_path / r["image"]).is_file() for r in rows)
+    assert len({r["image"] for r in written["train"]}) == len(written["train"])  # one file per distinct image
+    assert not {r["image"] for r in written["train"]} & {r["image"] for r in written["heldout"]}
