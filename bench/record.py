@@ -271,7 +271,7 @@ class Record:
         from distill.atomic import atomic_write_json
 
         data = self.to_dict()
-        Record.from_dict(json.loads(json.dumps(data)), str(path))  # what is written reads back
+        Record.from_dict(json.loads(json.dumps(data, default=str)), str(path))  # what is written reads back
         atomic_write_json(Path(path), data)
         return Path(path)
 

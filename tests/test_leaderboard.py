@@ -479,3 +479,22 @@ def test_an_eval_engine_record_is_a_record_the_leaderboard_refuses_to_mix(tmp_pa
     engine.write(tmp_path / "record.json")  # the eval engine's record validates as the same schema
     with pytest.raises(RecordError, match="model.role must be one of teacher, student-init, method"):
         build_leaderboard([rec, engine])
+
+
+def test_a_real_version_1_record_reads_and_tabulates():
+    """A record as the eval stage wrote it before the one schema (results/smollm2-72f0849a, KD seed 0)."""
+    from bench.record import Record
+
+    path = Path(__file__).resolve().parent / "fixtures" / "record_v1_smollm2_kd.json"
+    old = json.loads(path.read_text())
+    rec = Record.read(path)
+    assert old["schema"] == "distillm-bench/record/v1" and rec.model.method == "kd" and rec.model.seed == 0
+    assert {k: m.value for k, m in rec.metrics.items()} == old["metrics"]  # every value kept
+    for key, info in old["metric_info"].items():  # every definition kept
+        m = rec.metrics[key]
+        assert (m.category, m.higher_is_better, m.label) == (info["category"], info["higher_is_better"], info["label"])
+        assert m.primary == info.get("primary", True) and m.pipeline_check == info.get("pipeline_check", False)
+    assert {t: e.version for t, e in rec.tasks.items()} == old["task_versions"]
+    assert rec.train is not None and rec.train.tokens == old["train"]["tokens"]
+    lb = build_leaderboard([rec])
+    assert [r.label for r in lb.rows] == ["KD"] and lb.suite == old["suite"]

@@ -38,6 +38,16 @@ def test_caption_scores_equal_pycocoevalcaps_own_scorers_on_the_same_tokens():
     assert caption_example_scores("", ["a red circle"]) == {"bleu4": 0.0, "rouge_l": 0.0}
 
 
+def test_bleu4_on_a_hand_worked_case():
+    """Every n-gram of "a b c d" is in the reference "a b c d e" (precisions 1), and the brevity penalty is
+    exp(1 - 5/4): BLEU-4 = 0.7788 (pycocoevalcap adds a 1e-9 smoothing)."""
+    import math
+
+    got = caption_scores({"1": "a b c d"}, {"1": ["a b c d e"]})
+    assert got["bleu4"] == pytest.approx(math.exp(1 - 5 / 4), rel=1e-6)
+    assert caption_scores({"1": "a b c d e"}, {"1": ["a b c d e"]})["bleu4"] == pytest.approx(1.0, rel=1e-6)
+
+
 def test_caption_tokenization_is_cocos():
     assert ptb_tokenize("A man's dog doesn't run, it's 3.5 m/s...") == "a man 's dog does n't run it 's 3.5 m/s"
     assert ptb_tokenize('Two "red" circles (left)!') == "two red circles -lrb- left -rrb-"
