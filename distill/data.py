@@ -138,9 +138,12 @@ def truncation(tokenizer, examples: list[Example], cfg: DataConfig) -> dict[str,
     """How many training prompts are longer than ``max_prompt_len`` (they keep their end) and how many responses
     do not fit in ``max_len`` after their prompt (they keep their start), as :func:`encode_example` cuts them."""
     prompts = responses = with_response = 0
+    inputs = images_of(tokenizer)
     for e in examples:
-        text, special = render_prompt(tokenizer, e.prompt, cfg.chat)
+        image = e.image is not None and inputs is not None  # its placeholder becomes the image's tokens
+        text, special = render_prompt(tokenizer, with_placeholder(e.prompt) if image else e.prompt, cfg.chat)
         n_prompt = len(tokenizer(text, add_special_tokens=not special)["input_ids"])
+        n_prompt += inputs.tokens_per_image - 1 if image else 0  # type: ignore[union-attr]
         prompts += n_prompt > cfg.max_prompt_len
         if e.response is not None:
             with_response += 1

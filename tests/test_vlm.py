@@ -192,3 +192,17 @@ def test_image_rows_refuse_the_teacher_cache_and_the_vllm_engine(image_data, tmp
         _train(image_data, tmp_path / "a", "method=kd", "optim.max_steps=1", "teacher_cache.enabled=true")
     with pytest.raises(TrainingError, match="vLLM engine does not pass images"):
         _train(image_data, tmp_path / "b", "method=gkd", "optim.max_steps=1", "gen_backend=vllm")
+
+
+def test_the_truncation_count_includes_the_image_tokens(image_data):
+    from distill.data import encode_example, read_examples, truncation
+    from distill.models import load_model
+    from distill.train_config import DataConfig
+
+    _, tok = load_model(STUDENT)
+    examples = read_examples(image_data)[:6]
+    longest = max(len(encode_example(tok, e, 64, 10**6).prompt_ids) for e in examples)
+    fits = DataConfig(train_file=str(image_data), max_prompt_len=64, max_len=longest + 40)
+    cut = DataConfig(train_file=str(image_data), max_prompt_len=64, max_len=longest + 1)  # room for 1 token only
+    assert truncation(tok, examples, fits)["responses"] == 0
+    assert truncation(tok, examples, cut)["responses"] > 0  # prompts counted with their image tokens
