@@ -174,52 +174,12 @@ def _evaluate_into(
 ) -> Record:
     """The evaluation proper, written under ``dest`` (a temporary directory renamed to the run dir at the end)."""
     work_dir = dest / "lm_eval_data"
-    lm_eval_meta: dict[str, Any] = {}
-    per_seed: dict[str, list[dict[str, float]]] = {}
-    samples: dict[str, list[dict[str, Any]]] = {}
-    if tasks and tasks[0].needs_image:  # the project's own path (bench/image_eval.py); every task is an image task
-        from bench.image_eval import load_image_model, run_image_task
+    if tasks and tasks[0].needs_image:  # the project's own path; every task is an image task (resolve_tasks)
+        from bench.image_eval import run_image_tasks
 
-        model, tokenizer, chat = load_image_model(cfg)
-        for i, seed in enumerate(seeds):
-            for t in [t for t in tasks if i == 0 or specs[t.name].temperature > 0]:
-                metrics, rows = run_image_task(
-                    model, tokenizer, chat, t, examples[t.name], specs[t.name], seed, cfg, work_dir
-                )
-                per_seed.setdefault(t.name, []).append({"seed": seed, **metrics})
-                samples.setdefault(t.name, []).extend({"seed": seed, **row} for row in rows)
-        lm_eval_meta = {"path": "bench/image_eval.py (the project's image path; lm-eval not used)"}
-        seeds_done = True
+        per_seed, samples, lm_eval_meta, chat = run_image_tasks(cfg, tasks, examples, specs, seeds, work_dir)
     else:
-        lm, tokenizer = make_lm(
-            cfg.backend,
-            cfg.model,
-            dtype=cfg.dtype,
-            batch_size=cfg.batch_size,
-            max_length=cfg.max_length,
-            cache_dir=cfg.cache_dir,
-        )
-        chat = uses_chat(tokenizer, cfg.chat)
-        seeds_done = False
-    for i, seed in enumerate([] if seeds_done else seeds):
-        # Greedy tasks are deterministic: they run with the first seed only.
-        active = [t for t in tasks if i == 0 or specs[t.name].temperature > 0]
-        if not active and (i > 0 or not builtin):
-            continue
-        runs = [
-            build_task_run(
-                t, examples[t.name], specs[t.name], tokenizer, chat, cfg.backend, work_dir, f"{t.name}-s{seed}"
-            )
-            for t in active
-        ]
-        out = evaluate(lm, runs, builtin if i == 0 else (), seed=seed, limit=cfg.limit if builtin else None)
-        for run in runs:
-            per_seed.setdefault(run.task.name, []).append({"seed": seed, **out["results"][run.config["task"]]})
-            samples.setdefault(run.task.name, []).extend({"seed": seed, **row} for row in run.samples)
-        for name in builtin if i == 0 else ():
-            per_seed[BUILTIN_PREFIX + name] = [{"seed": seed, **out["results"].get(name, {})}]
-            samples[BUILTIN_PREFIX + name] = [{"seed": seed, **_jsonable(s)} for s in out["samples"].get(name, [])]
-        lm_eval_meta = out["lm_eval"]
+        per_seed, samples, lm_eval_meta, chat = _run_lm_eval(cfg, tasks, builtin, examples, specs, seeds, work_dir)
     shutil.rmtree(work_dir / "hf_cache", ignore_errors=True)  # datasets' scratch copy (arrow files, .lock files)
     for name, rows in samples.items():
         atomic_write_jsonl(dest / "samples" / f"{name.replace(':', '_')}.jsonl", rows)
@@ -284,6 +244,36 @@ def task_metrics(name: str, scores: dict[str, float], task: Task | None) -> dict
             std=scores.get(f"{metric}_std"),
         )
     return out
+
+
+def _run_lm_eval(cfg, tasks, builtin, examples, specs, seeds, work_dir: Path):
+    """Text tasks (and lm-eval's own tasks) through lm-eval: ``(per_seed, samples, lm-eval metadata, chat)``.
+    Greedy tasks are deterministic: they run with the first seed only."""
+    lm, tokenizer = make_lm(cfg.backend, cfg.model, dtype=cfg.dtype, batch_size=cfg.batch_size,
+                            max_length=cfg.max_length, cache_dir=cfg.cache_dir)  # fmt: skip
+    chat = uses_chat(tokenizer, cfg.chat)
+    meta: dict[str, Any] = {}
+    per_seed: dict[str, list[dict[str, float]]] = {}
+    samples: dict[str, list[dict[str, Any]]] = {}
+    for i, seed in enumerate(seeds):
+        active = [t for t in tasks if i == 0 or specs[t.name].temperature > 0]
+        if not active and (i > 0 or not builtin):
+            continue
+        runs = [
+            build_task_run(
+                t, examples[t.name], specs[t.name], tokenizer, chat, cfg.backend, work_dir, f"{t.name}-s{seed}"
+            )
+            for t in active
+        ]
+        out = evaluate(lm, runs, builtin if i == 0 else (), seed=seed, limit=cfg.limit if builtin else None)
+        for run in runs:
+            per_seed.setdefault(run.task.name, []).append({"seed": seed, **out["results"][run.config["task"]]})
+            samples.setdefault(run.task.name, []).extend({"seed": seed, **row} for row in run.samples)
+        for name in builtin if i == 0 else ():
+            per_seed[BUILTIN_PREFIX + name] = [{"seed": seed, **out["results"].get(name, {})}]
+            samples[BUILTIN_PREFIX + name] = [{"seed": seed, **_jsonable(s)} for s in out["samples"].get(name, [])]
+        meta = out["lm_eval"]
+    return per_seed, samples, meta, chat
 
 
 def _first(examples: list, n: int | None) -> list:

@@ -37,6 +37,20 @@ def load_image_model(cfg) -> tuple[Any, Any, bool]:
     return model.to(inference_device()).eval(), tok, uses_chat(tok, cfg.chat)
 
 
+def run_image_tasks(cfg, tasks: list[Task], examples, specs, seeds, work_dir: Path):
+    """Every image task for every seed (greedy tasks: the first seed only), in the eval engine's layout:
+    ``(per_seed, samples, metadata, chat)``."""
+    model, tok, chat = load_image_model(cfg)
+    per_seed: dict[str, list[dict[str, Any]]] = {}
+    samples: dict[str, list[dict[str, Any]]] = {}
+    for i, seed in enumerate(seeds):
+        for t in [t for t in tasks if i == 0 or specs[t.name].temperature > 0]:
+            metrics, rows = run_image_task(model, tok, chat, t, examples[t.name], specs[t.name], seed, cfg, work_dir)
+            per_seed.setdefault(t.name, []).append({"seed": seed, **metrics})
+            samples.setdefault(t.name, []).extend({"seed": seed, **row} for row in rows)
+    return per_seed, samples, {"path": "bench/image_eval.py (the project's image path; lm-eval not used)"}, chat
+
+
 def run_image_task(
     model, tok, chat: bool, task: Task, examples: list[Example], spec: GenerationSpec, seed: int, cfg, work_dir: Path
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:

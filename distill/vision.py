@@ -22,6 +22,7 @@ adds the batch's ``pixel_values``; teacher and student see the same ones, so the
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections import OrderedDict
@@ -58,8 +59,9 @@ class ImageInputs:
     tokens_per_image: int
     whole: Any = None  # the model's processor (tokenizer + image processor), saved with the model
 
+    @functools.cached_property
     def signature(self) -> str:
-        """The processor's settings: two models may share image rows only if theirs are equal."""
+        """The processor's settings: two models may share image rows only if theirs are equal (computed once)."""
         cfg = self.processor.to_dict()
         cfg.pop("processor_class", None)
         cfg.pop("image_processor_type", None)
@@ -94,7 +96,7 @@ def processor_mismatch(teacher_tok, student_tok) -> str | None:
         return (
             f"only the {'teacher' if t is not None else 'student'} is a vision-language model; both must see the image"
         )
-    if t is not None and s is not None and t.signature() != s.signature():
+    if t is not None and s is not None and t.signature != s.signature:
         return (
             "teacher and student image processors differ (size, normalisation or image tokens); a VLM pair must "
             "share one processor"
@@ -111,7 +113,7 @@ def register_image(path: str, inputs: ImageInputs) -> None:
     if not Path(path).is_file():
         raise FileNotFoundError(f"image file not found: {path}")
     old = _PROCESSORS.get(path)
-    if old is not None and old is not inputs and old.signature() != inputs.signature():
+    if old is not None and old is not inputs and old.signature != inputs.signature:
         _PIXELS.pop(path, None)  # another processor's pixels of this file: never served to this one
     _PROCESSORS[path] = inputs
 
